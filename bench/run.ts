@@ -1,0 +1,16 @@
+// npm run bench -- <name>: runs one benchmark; its last line is one JSON object of its figures.
+const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
+  "cold-activation": async () => (await import("./cold-activation.ts")).run(),
+  "agent-memory": async () => (await import("./agent-memory.ts")).run(),
+  "agent-create": async () => (await import("./agent-create.ts")).run(),
+};
+
+const name = process.argv[2];
+const bench = name === undefined ? undefined : BENCHES[name];
+if (bench === undefined) {
+  console.error(`usage: npm run bench -- <name>\nnames: ${Object.keys(BENCHES).join(", ")}`);
+  process.exit(2);
+}
+const figures = await bench();
+console.log(JSON.stringify({ bench: name, ...figures }));
+process.exit(0);

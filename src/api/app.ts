@@ -1,0 +1,72 @@
+// Builds the Fastify app; never listens (the CLI does), so tests can use inject() or a socket.
+import { Ajv } from "ajv";
+import Fastify, { type FastifyInstance } from "fastify";
+import type { AgentService } from "../agent/agents.ts";
+import { REQUEST_BODY_BYTES_MAX } from "../core/constants.ts";
+import type { Env } from "../core/env.ts";
+import type { BlockService } from "../memory/block-service.ts";
+import type { Runtime } from "../runtime/runtime.ts";
+import type { ToolService } from "../tools/tool-service.ts";
+import { agentsRoutes } from "./agents.ts";
+import { blocksRoutes } from "./blocks.ts";
+import { installErrorHandler } from "./errors.ts";
+import { healthRoutes } from "./health.ts";
+import { messagesRoutes } from "./messages.ts";
+import { toolsRoutes } from "./tools.ts";
+
+export interface Services {
+  env: Env;
+  runtime: Runtime;
+  agents: AgentService;
+  blocks: BlockService;
+  tools: ToolService;
+  version: string;
+}
+
+export interface AppOptions {
+  logger?: boolean | Record<string, unknown>;
+}
+
+export function buildApp(services: Services, options: AppOptions = {}): FastifyInstance {
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit: REQUEST_BODY_BYTES_MAX,
+    routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true },
+  });
+
+  // Bodies are checked as sent; query strings and path params are text and get coerced.
+  const ajvBody = new Ajv({
+    coerceTypes: false,
+    useDefaults: true,
+    removeAdditional: false,
+    allErrors: false,
+  });
+  const ajvQuery = new Ajv({
+    coerceTypes: "array",
+    useDefaults: true,
+    removeAdditional: false,
+    allErrors: false,
+  });
+  app.setValidatorCompiler(({ schema, httpPart }) =>
+    httpPart === "body" ? ajvBody.compile(schema) : ajvQuery.compile(schema),
+  );
+
+  // Letta clients send `content-type: application/json` with an empty body on some PATCH/POST routes.
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (_req, body, done) => {
+    const text = (body as string).trim();
+    if (text.length === 0) return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch (err) {
+      done(err as Error, undefined);
+    }
+  });
+
+  installErrorHandler(app);
+  app.register(healthRoutes, { services });
+  app.register(agentsRoutes, { prefix: "/v1/agents", services });
+  app.register(messagesRoutes, { prefix: "/v1/agents", services });
+  app.register(blocksRoutes, { prefix: "/v1/blocks", services });
+  app.register(toolsRoutes, { prefix: "/v1/tools", services });
+  return app;
+}

@@ -1,0 +1,57 @@
+// kelpie serve: start the server (configuration from the environment; see README).
+import { ConfigError, configFromEnv } from "../config.ts";
+import { createKelpie, KELPIE_VERSION, productionEnv } from "../server.ts";
+
+const SHUTDOWN_GRACE_MS = 30_000;
+
+async function serve(): Promise<void> {
+  const config = configFromEnv(process.env);
+  const env = await productionEnv(config);
+  const kelpie = await createKelpie(env, { logger: { level: config.logLevel } });
+  const log = kelpie.app.log;
+  let closing = false;
+  const shutdown = (signal: string) => {
+    if (closing) return;
+    closing = true;
+    log.info({ signal }, "shutting down: draining in-flight operations");
+    const force = setTimeout(() => process.exit(1), SHUTDOWN_GRACE_MS);
+    force.unref();
+    kelpie.close().then(
+      () => process.exit(0),
+      (err) => {
+        log.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+  await kelpie.app.listen({ host: config.host, port: config.port });
+  log.info(
+    {
+      version: KELPIE_VERSION,
+      storage: config.storage,
+      dataDir: config.storage === "sqlite" ? config.dataDir : undefined,
+    },
+    `kelpie listening on http://${config.host}:${config.port}`,
+  );
+}
+
+const USAGE = `kelpie ${KELPIE_VERSION}
+usage: kelpie serve      start the server (see README for configuration)`;
+
+const [command] = process.argv.slice(2);
+try {
+  if (command === "serve") await serve();
+  else if (command === "--version" || command === "version") console.log(KELPIE_VERSION);
+  else {
+    console.log(USAGE);
+    process.exitCode = command === undefined || command === "help" || command === "--help" ? 0 : 2;
+  }
+} catch (err) {
+  if (err instanceof ConfigError) {
+    console.error(`kelpie: ${err.message}`);
+    process.exit(2);
+  }
+  throw err;
+}

@@ -1,0 +1,41 @@
+// Every bound in Kelpie, with its unit last. How constants relate is checked once, at load.
+import { assert } from "./assert.ts";
+
+export const DEFAULT_HOST = "0.0.0.0";
+export const DEFAULT_PORT = 8283;
+export const DEFAULT_DATA_DIR = "./.kelpie";
+
+// Actors
+export const MAILBOX_DEPTH_MAX = 1_000;
+export const ACTOR_IDLE_TIMEOUT_MS = 5 * 60_000;
+export const ACTOR_IDLE_SWEEP_INTERVAL_MS = 10_000;
+export const ACTORS_RESIDENT_MAX = 1_000_000;
+
+// Memory blocks (limits count characters, as Letta's do)
+export const BLOCK_LIMIT_CHARS_DEFAULT = 100_000; // the Letta spec's CreateBlock.limit default
+export const BLOCK_LIMIT_CHARS_MAX = 10_000_000;
+export const BLOCK_LABEL_LENGTH_MAX = 256;
+export const BLOCKS_PER_AGENT_MAX = 256;
+export const TOOLS_PER_AGENT_MAX = 1_024;
+export const TAGS_PER_AGENT_MAX = 256;
+export const TAG_LENGTH_MAX = 256;
+export const NAME_LENGTH_MAX = 1_024;
+export const SYSTEM_PROMPT_CHARS_MAX = 1_000_000;
+export const METADATA_BYTES_MAX = 64 * 1024;
+
+// HTTP
+export const REQUEST_BODY_BYTES_MAX = 16 * 1024 * 1024;
+export const PAGE_LIMIT_DEFAULT = 50;
+export const PAGE_LIMIT_MAX = 1_000;
+export const MESSAGE_PAGE_LIMIT_DEFAULT = 100;
+
+// Storage
+export const SQLITE_BUSY_TIMEOUT_MS = 5_000;
+export const POSTGRES_POOL_CONNECTIONS_MAX = 10;
+
+assert(
+  ACTOR_IDLE_SWEEP_INTERVAL_MS < ACTOR_IDLE_TIMEOUT_MS,
+  "idle sweep must run more often than the timeout",
+);
+assert(BLOCK_LIMIT_CHARS_DEFAULT <= BLOCK_LIMIT_CHARS_MAX, "default block limit must be allowed");
+assert(PAGE_LIMIT_DEFAULT <= PAGE_LIMIT_MAX, "default page must fit the maximum");

@@ -1,0 +1,75 @@
+// One table of error codes: each has an HTTP status and a retryable flag, declared once and
+// rendered once (api/errors.ts) in Letta's shape, `{"detail": ...}`.
+export const ERRORS = {
+  NOT_FOUND: { status: 404, retryable: false },
+  AGENT_NOT_FOUND: { status: 404, retryable: false },
+  BLOCK_NOT_FOUND: { status: 404, retryable: false },
+  TOOL_NOT_FOUND: { status: 404, retryable: false },
+  MESSAGE_NOT_FOUND: { status: 404, retryable: false },
+  RUN_NOT_FOUND: { status: 404, retryable: false },
+  VALIDATION: { status: 422, retryable: false },
+  BAD_REQUEST: { status: 400, retryable: false },
+  CONFLICT: { status: 409, retryable: false },
+  BLOCK_LIMIT_EXCEEDED: { status: 422, retryable: false },
+  BLOCK_READ_ONLY: { status: 403, retryable: false },
+  MAILBOX_FULL: { status: 429, retryable: true },
+  FENCED: { status: 409, retryable: true },
+  SHUTTING_DOWN: { status: 503, retryable: true },
+  STORAGE_UNAVAILABLE: { status: 503, retryable: true },
+  LLM_ERROR: { status: 502, retryable: true },
+  LLM_NOT_CONFIGURED: { status: 400, retryable: false },
+  CANCELLED: { status: 409, retryable: false },
+  INTERNAL: { status: 500, retryable: false },
+} as const satisfies Record<string, { status: number; retryable: boolean }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** One field-level problem, FastAPI-style (`loc` is the path to the field). */
+export interface FieldIssue {
+  loc: (string | number)[];
+  msg: string;
+  type: string;
+}
+
+export class KelpieError extends Error {
+  override name = "KelpieError";
+  readonly code: ErrorCode;
+  readonly issues: FieldIssue[] | undefined;
+
+  constructor(code: ErrorCode, message: string, options?: { issues?: FieldIssue[]; cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.issues = options?.issues;
+  }
+
+  get status(): number {
+    return ERRORS[this.code].status;
+  }
+
+  get retryable(): boolean {
+    return ERRORS[this.code].retryable;
+  }
+}
+
+export function isKelpieError(err: unknown): err is KelpieError {
+  return err instanceof KelpieError;
+}
+
+export function notFound(kind: "agent" | "block" | "tool" | "message" | "run", id: string): KelpieError {
+  const code = (
+    {
+      agent: "AGENT_NOT_FOUND",
+      block: "BLOCK_NOT_FOUND",
+      tool: "TOOL_NOT_FOUND",
+      message: "MESSAGE_NOT_FOUND",
+      run: "RUN_NOT_FOUND",
+    } as const
+  )[kind];
+  const label = kind[0]!.toUpperCase() + kind.slice(1);
+  return new KelpieError(code, `${label} ${id} not found`);
+}
+
+/** A request field is wrong: 422 naming the field. */
+export function invalidField(loc: (string | number)[], msg: string, type = "value_error"): KelpieError {
+  return new KelpieError("VALIDATION", `${loc.join(".")}: ${msg}`, { issues: [{ loc, msg, type }] });
+}

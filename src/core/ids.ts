@@ -1,0 +1,25 @@
+// Ids in Letta's shape: `<prefix>-<uuid v4>`.
+import { invalidField } from "./errors.ts";
+import type { Rng } from "./rng.ts";
+
+export const ID_PREFIXES = ["agent", "block", "tool", "message", "run", "step"] as const;
+export type IdPrefix = (typeof ID_PREFIXES)[number];
+
+const UUID_PATTERN = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
+const ID_REGEXES = new Map<IdPrefix, RegExp>(
+  ID_PREFIXES.map((p) => [p, new RegExp(`^${p}-${UUID_PATTERN}$`)]),
+);
+
+export function newId(prefix: IdPrefix, rng: Rng): string {
+  return `${prefix}-${rng.uuid()}`;
+}
+
+export function isId(prefix: IdPrefix, value: unknown): value is string {
+  return typeof value === "string" && ID_REGEXES.get(prefix)!.test(value);
+}
+
+/** Checks an id taken from a request; a malformed id is a 422 naming the field. */
+export function requireId(prefix: IdPrefix, value: unknown, loc: (string | number)[]): string {
+  if (!isId(prefix, value)) throw invalidField(loc, `must be a ${prefix} id like '${prefix}-<uuid>'`);
+  return value;
+}

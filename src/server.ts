@@ -1,0 +1,69 @@
+// Wires a real Env (system clock, OS randomness, the configured storage) into the runtime, the
+// services and the HTTP app.
+import type { FastifyInstance } from "fastify";
+import { AgentService } from "./agent/agents.ts";
+import { HandleModelResolver } from "./agent/models.ts";
+import { buildApp, type Services } from "./api/app.ts";
+import type { ServerConfig } from "./config.ts";
+import { type Clock, SystemClock } from "./core/clock.ts";
+import type { Env } from "./core/env.ts";
+import { type Rng, SystemRng } from "./core/rng.ts";
+import { BlockService } from "./memory/block-service.ts";
+import { LocalPlacement } from "./runtime/placement.ts";
+import { Runtime } from "./runtime/runtime.ts";
+import { openStorage } from "./storage/open.ts";
+import type { Storage } from "./storage/types.ts";
+import { ToolService } from "./tools/tool-service.ts";
+
+export const KELPIE_VERSION = "0.1.0";
+
+export interface Kelpie {
+  app: FastifyInstance;
+  services: Services;
+  close(): Promise<void>;
+}
+
+/** Builds every service over an Env; the caller decides whether to listen. */
+export async function createKelpie(
+  env: Env,
+  options: { logger?: boolean | Record<string, unknown>; idleTimeoutMs?: number } = {},
+): Promise<Kelpie> {
+  const runtime = new Runtime({
+    clock: env.clock,
+    storage: env.storage,
+    placement: new LocalPlacement(env.storage),
+    ...(options.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: options.idleTimeoutMs }),
+  });
+  const tools = new ToolService(env);
+  await tools.ensureBuiltins();
+  const services: Services = {
+    env,
+    runtime,
+    agents: new AgentService(env, runtime, new HandleModelResolver()),
+    blocks: new BlockService(env),
+    tools,
+    version: KELPIE_VERSION,
+  };
+  const app = buildApp(services, { logger: options.logger ?? false });
+  runtime.start();
+  return {
+    app,
+    services,
+    async close() {
+      await app.close();
+      await runtime.stop();
+      await env.storage.close();
+    },
+  };
+}
+
+export async function productionEnv(
+  config: ServerConfig,
+): Promise<Env & { clock: Clock; rng: Rng; storage: Storage }> {
+  const storage = await openStorage({
+    engine: config.storage,
+    dataDir: config.dataDir,
+    databaseUrl: config.databaseUrl,
+  });
+  return { clock: new SystemClock(), rng: new SystemRng(), storage };
+}

@@ -1,0 +1,399 @@
+// The in-memory engine: the reference semantics of the Storage contract, used by tests and the
+// simulator. A commit stages every mutation on copies and swaps them in only when all succeed.
+import { invalidField, KelpieError, notFound } from "../core/errors.ts";
+import type {
+  AgentListQuery,
+  AgentRecord,
+  BlockListQuery,
+  BlockRecord,
+  CommitOptions,
+  MessageRecord,
+  Mutation,
+  PageQuery,
+  RunRecord,
+  StepRecord,
+  Storage,
+  ToolListQuery,
+  ToolRecord,
+} from "./types.ts";
+
+type StoredAgent = Omit<AgentRecord, "block_ids" | "tool_ids">;
+
+interface Row<T> {
+  seq: number;
+  value: T;
+}
+
+interface Tables {
+  seq: number;
+  agents: Map<string, Row<StoredAgent>>;
+  blocks: Map<string, Row<BlockRecord>>;
+  tools: Map<string, Row<ToolRecord>>;
+  messages: Map<string, Row<MessageRecord>>;
+  runs: Map<string, Row<RunRecord>>;
+  steps: Map<string, Row<StepRecord>>;
+  agentBlocks: Map<string, string[]>;
+  agentTools: Map<string, string[]>;
+  fences: Map<string, number>;
+}
+
+const clone = <T>(value: T): T => structuredClone(value);
+
+function copyTables(t: Tables): Tables {
+  return {
+    seq: t.seq,
+    agents: new Map(t.agents),
+    blocks: new Map(t.blocks),
+    tools: new Map(t.tools),
+    messages: new Map(t.messages),
+    runs: new Map(t.runs),
+    steps: new Map(t.steps),
+    agentBlocks: new Map(t.agentBlocks),
+    agentTools: new Map(t.agentTools),
+    fences: new Map(t.fences),
+  };
+}
+
+/** Orders rows by seq for the query and applies the after/before cursors and the limit. */
+export function paginate<T extends { id: string }>(
+  rows: Row<T>[],
+  query: PageQuery,
+  all: Map<string, Row<T>>,
+): T[] {
+  const sorted = [...rows].sort((a, b) => (query.order === "asc" ? a.seq - b.seq : b.seq - a.seq));
+  const cursorSeq = (field: "after" | "before", id: string): number => {
+    const row = all.get(id);
+    if (row === undefined) throw invalidField(["query", field], `no item with id '${id}'`);
+    return row.seq;
+  };
+  let result = sorted;
+  if (query.after !== undefined) {
+    const seq = cursorSeq("after", query.after);
+    result = result.filter((r) => (query.order === "asc" ? r.seq > seq : r.seq < seq));
+  }
+  if (query.before !== undefined) {
+    const seq = cursorSeq("before", query.before);
+    result = result.filter((r) => (query.order === "asc" ? r.seq < seq : r.seq > seq));
+  }
+  return result.slice(0, query.limit).map((r) => clone(r.value));
+}
+
+const includesFolded = (haystack: string | null | undefined, needle: string): boolean =>
+  (haystack ?? "").toLowerCase().includes(needle.toLowerCase());
+
+export class MemoryStorage implements Storage {
+  readonly engine = "memory" as const;
+  private tables: Tables = {
+    seq: 0,
+    agents: new Map(),
+    blocks: new Map(),
+    tools: new Map(),
+    messages: new Map(),
+    runs: new Map(),
+    steps: new Map(),
+    agentBlocks: new Map(),
+    agentTools: new Map(),
+    fences: new Map(),
+  };
+
+  async migrate(): Promise<void> {}
+
+  async close(): Promise<void> {}
+
+  async commit(mutations: Mutation[], options?: CommitOptions): Promise<void> {
+    const t = copyTables(this.tables);
+    if (options?.fence !== undefined) {
+      const stored = t.fences.get(options.fence.agent_id) ?? 0;
+      if (stored !== options.fence.token) {
+        throw new KelpieError(
+          "FENCED",
+          `agent ${options.fence.agent_id}: fencing token ${options.fence.token} is stale (current ${stored})`,
+        );
+      }
+    }
+    for (const m of mutations) this.apply(t, m);
+    this.tables = t;
+  }
+
+  private apply(t: Tables, m: Mutation): void {
+    switch (m.op) {
+      case "put_agent": {
+        const existing = t.agents.get(m.agent.id);
+        if (m.create && existing) throw new KelpieError("CONFLICT", `agent ${m.agent.id} already exists`);
+        if (!m.create && !existing) throw notFound("agent", m.agent.id);
+        t.agents.set(m.agent.id, { seq: existing?.seq ?? ++t.seq, value: clone(m.agent) });
+        if (m.create) {
+          t.agentBlocks.set(m.agent.id, []);
+          t.agentTools.set(m.agent.id, []);
+        }
+        return;
+      }
+      case "delete_agent": {
+        if (!t.agents.delete(m.agent_id)) throw notFound("agent", m.agent_id);
+        t.agentBlocks.delete(m.agent_id);
+        t.agentTools.delete(m.agent_id);
+        t.fences.delete(m.agent_id);
+        for (const [id, row] of t.messages) if (row.value.agent_id === m.agent_id) t.messages.delete(id);
+        for (const [id, row] of t.runs) if (row.value.agent_id === m.agent_id) t.runs.delete(id);
+        for (const [id, row] of t.steps) if (row.value.agent_id === m.agent_id) t.steps.delete(id);
+        return;
+      }
+      case "put_block": {
+        const existing = t.blocks.get(m.block.id);
+        if (m.create && existing) throw new KelpieError("CONFLICT", `block ${m.block.id} already exists`);
+        if (!m.create && !existing) throw notFound("block", m.block.id);
+        if (existing && m.block.version !== existing.value.version + 1) {
+          throw new KelpieError("CONFLICT", `block ${m.block.id} was changed concurrently`);
+        }
+        t.blocks.set(m.block.id, { seq: existing?.seq ?? ++t.seq, value: clone(m.block) });
+        return;
+      }
+      case "delete_block": {
+        if (!t.blocks.delete(m.block_id)) throw notFound("block", m.block_id);
+        for (const [agentId, ids] of t.agentBlocks) {
+          if (ids.includes(m.block_id))
+            t.agentBlocks.set(
+              agentId,
+              ids.filter((id) => id !== m.block_id),
+            );
+        }
+        return;
+      }
+      case "put_tool": {
+        const existing = t.tools.get(m.tool.id);
+        if (m.create && existing) throw new KelpieError("CONFLICT", `tool ${m.tool.id} already exists`);
+        if (!m.create && !existing) throw notFound("tool", m.tool.id);
+        for (const row of t.tools.values()) {
+          if (row.value.name === m.tool.name && row.value.id !== m.tool.id) {
+            throw new KelpieError("CONFLICT", `a tool named '${m.tool.name}' already exists`);
+          }
+        }
+        t.tools.set(m.tool.id, { seq: existing?.seq ?? ++t.seq, value: clone(m.tool) });
+        return;
+      }
+      case "delete_tool": {
+        if (!t.tools.delete(m.tool_id)) throw notFound("tool", m.tool_id);
+        for (const [agentId, ids] of t.agentTools) {
+          if (ids.includes(m.tool_id))
+            t.agentTools.set(
+              agentId,
+              ids.filter((id) => id !== m.tool_id),
+            );
+        }
+        return;
+      }
+      case "attach_block":
+      case "detach_block": {
+        if (!t.agents.has(m.agent_id)) throw notFound("agent", m.agent_id);
+        if (!t.blocks.has(m.block_id)) throw notFound("block", m.block_id);
+        const ids = t.agentBlocks.get(m.agent_id) ?? [];
+        if (m.op === "attach_block" && !ids.includes(m.block_id))
+          t.agentBlocks.set(m.agent_id, [...ids, m.block_id]);
+        if (m.op === "detach_block")
+          t.agentBlocks.set(
+            m.agent_id,
+            ids.filter((id) => id !== m.block_id),
+          );
+        return;
+      }
+      case "attach_tool":
+      case "detach_tool": {
+        if (!t.agents.has(m.agent_id)) throw notFound("agent", m.agent_id);
+        if (!t.tools.has(m.tool_id)) throw notFound("tool", m.tool_id);
+        const ids = t.agentTools.get(m.agent_id) ?? [];
+        if (m.op === "attach_tool" && !ids.includes(m.tool_id))
+          t.agentTools.set(m.agent_id, [...ids, m.tool_id]);
+        if (m.op === "detach_tool")
+          t.agentTools.set(
+            m.agent_id,
+            ids.filter((id) => id !== m.tool_id),
+          );
+        return;
+      }
+      case "put_message": {
+        if (!t.agents.has(m.message.agent_id)) throw notFound("agent", m.message.agent_id);
+        const existing = t.messages.get(m.message.id);
+        t.messages.set(m.message.id, { seq: existing?.seq ?? ++t.seq, value: clone(m.message) });
+        return;
+      }
+      case "put_run": {
+        if (!t.agents.has(m.run.agent_id)) throw notFound("agent", m.run.agent_id);
+        const existing = t.runs.get(m.run.id);
+        t.runs.set(m.run.id, { seq: existing?.seq ?? ++t.seq, value: clone(m.run) });
+        return;
+      }
+      case "put_step": {
+        const existing = t.steps.get(m.step.id);
+        t.steps.set(m.step.id, { seq: existing?.seq ?? ++t.seq, value: clone(m.step) });
+        return;
+      }
+      case "delete_agent_messages": {
+        const keep = new Set(m.except_ids);
+        for (const [id, row] of t.messages) {
+          if (row.value.agent_id === m.agent_id && !keep.has(id)) t.messages.delete(id);
+        }
+        return;
+      }
+    }
+  }
+
+  async acquireFence(agentId: string): Promise<number> {
+    const token = (this.tables.fences.get(agentId) ?? 0) + 1;
+    this.tables.fences.set(agentId, token);
+    return token;
+  }
+
+  async currentFence(agentId: string): Promise<number> {
+    return this.tables.fences.get(agentId) ?? 0;
+  }
+
+  private assembleAgent(row: Row<StoredAgent>): AgentRecord {
+    return {
+      ...clone(row.value),
+      block_ids: [...(this.tables.agentBlocks.get(row.value.id) ?? [])],
+      tool_ids: [...(this.tables.agentTools.get(row.value.id) ?? [])],
+    };
+  }
+
+  async getAgent(id: string): Promise<AgentRecord | null> {
+    const row = this.tables.agents.get(id);
+    return row ? this.assembleAgent(row) : null;
+  }
+
+  async listAgents(query: AgentListQuery): Promise<AgentRecord[]> {
+    const rows = [...this.tables.agents.values()].filter(({ value: a }) => {
+      if (query.name !== undefined && a.name !== query.name) return false;
+      if (query.query_text !== undefined && !includesFolded(a.name, query.query_text)) return false;
+      if (query.tags !== undefined && query.tags.length > 0) {
+        const has = (tag: string) => a.tags.includes(tag);
+        if (query.match_all_tags ? !query.tags.every(has) : !query.tags.some(has)) return false;
+      }
+      return true;
+    });
+    const page = paginate(rows, query, this.tables.agents);
+    return page.map((a) => this.assembleAgent(this.tables.agents.get(a.id)!));
+  }
+
+  async countAgents(): Promise<number> {
+    return this.tables.agents.size;
+  }
+
+  async getBlock(id: string): Promise<BlockRecord | null> {
+    const row = this.tables.blocks.get(id);
+    return row ? clone(row.value) : null;
+  }
+
+  async getBlocks(ids: string[]): Promise<BlockRecord[]> {
+    return ids.flatMap((id) => {
+      const row = this.tables.blocks.get(id);
+      return row ? [clone(row.value)] : [];
+    });
+  }
+
+  async listBlocks(query: BlockListQuery): Promise<BlockRecord[]> {
+    const rows = [...this.tables.blocks.values()].filter(({ value: b }) => {
+      if (query.label !== undefined && b.label !== query.label) return false;
+      if (query.templates_only && !b.is_template) return false;
+      if (query.name !== undefined && b.template_name !== query.name) return false;
+      if (query.label_search !== undefined && !includesFolded(b.label, query.label_search)) return false;
+      if (query.value_search !== undefined && !includesFolded(b.value, query.value_search)) return false;
+      if (query.description_search !== undefined && !includesFolded(b.description, query.description_search))
+        return false;
+      return true;
+    });
+    return paginate(rows, query, this.tables.blocks);
+  }
+
+  async countBlocks(): Promise<number> {
+    return this.tables.blocks.size;
+  }
+
+  async listBlockAgentIds(blockId: string): Promise<string[]> {
+    const ids: string[] = [];
+    for (const row of [...this.tables.agents.values()].sort((a, b) => a.seq - b.seq)) {
+      if (this.tables.agentBlocks.get(row.value.id)?.includes(blockId)) ids.push(row.value.id);
+    }
+    return ids;
+  }
+
+  async getTool(id: string): Promise<ToolRecord | null> {
+    const row = this.tables.tools.get(id);
+    return row ? clone(row.value) : null;
+  }
+
+  async getToolByName(name: string): Promise<ToolRecord | null> {
+    for (const row of this.tables.tools.values()) if (row.value.name === name) return clone(row.value);
+    return null;
+  }
+
+  async getTools(ids: string[]): Promise<ToolRecord[]> {
+    return ids.flatMap((id) => {
+      const row = this.tables.tools.get(id);
+      return row ? [clone(row.value)] : [];
+    });
+  }
+
+  async listTools(query: ToolListQuery): Promise<ToolRecord[]> {
+    const rows = [...this.tables.tools.values()].filter(({ value: t }) => {
+      if (query.name !== undefined && t.name !== query.name) return false;
+      if (query.names !== undefined && !query.names.includes(t.name)) return false;
+      if (query.tool_ids !== undefined && !query.tool_ids.includes(t.id)) return false;
+      if (query.search !== undefined && !includesFolded(t.name, query.search)) return false;
+      if (query.tool_types !== undefined && !query.tool_types.includes(t.tool_type)) return false;
+      if (query.exclude_tool_types?.includes(t.tool_type)) return false;
+      return true;
+    });
+    return paginate(rows, query, this.tables.tools);
+  }
+
+  async countTools(): Promise<number> {
+    return this.tables.tools.size;
+  }
+
+  async getMessage(id: string): Promise<MessageRecord | null> {
+    const row = this.tables.messages.get(id);
+    return row ? clone(row.value) : null;
+  }
+
+  async getMessages(ids: string[]): Promise<MessageRecord[]> {
+    return ids.flatMap((id) => {
+      const row = this.tables.messages.get(id);
+      return row ? [clone(row.value)] : [];
+    });
+  }
+
+  async listMessages(agentId: string, query: PageQuery): Promise<MessageRecord[]> {
+    const rows = [...this.tables.messages.values()].filter((r) => r.value.agent_id === agentId);
+    return paginate(rows, query, this.tables.messages);
+  }
+
+  async countMessages(agentId: string): Promise<number> {
+    let n = 0;
+    for (const row of this.tables.messages.values()) if (row.value.agent_id === agentId) n++;
+    return n;
+  }
+
+  async listRunMessages(runId: string, query: PageQuery): Promise<MessageRecord[]> {
+    const rows = [...this.tables.messages.values()].filter((r) => r.value.run_id === runId);
+    return paginate(rows, query, this.tables.messages);
+  }
+
+  async getRun(id: string): Promise<RunRecord | null> {
+    const row = this.tables.runs.get(id);
+    return row ? clone(row.value) : null;
+  }
+
+  async listRuns(agentId: string | undefined, query: PageQuery): Promise<RunRecord[]> {
+    const rows = [...this.tables.runs.values()].filter(
+      (r) => agentId === undefined || r.value.agent_id === agentId,
+    );
+    return paginate(rows, query, this.tables.runs);
+  }
+
+  async listSteps(runId: string): Promise<StepRecord[]> {
+    return [...this.tables.steps.values()]
+      .filter((r) => r.value.run_id === runId)
+      .sort((a, b) => a.seq - b.seq)
+      .map((r) => clone(r.value));
+  }
+}

@@ -1,0 +1,445 @@
+// The PostgreSQL engine (postgres.js), for several nodes sharing one database. A commit is one
+// transaction; the fencing check locks the agent's fence row, so two commits with different
+// tokens cannot both pass.
+import postgres from "postgres";
+import { POSTGRES_POOL_CONNECTIONS_MAX } from "../core/constants.ts";
+import { invalidField, isKelpieError, KelpieError, notFound } from "../core/errors.ts";
+import { MIGRATIONS } from "./migrations.ts";
+import {
+  agentListSql,
+  blockListSql,
+  messageListSql,
+  runListSql,
+  runMessageListSql,
+  type SqlQuery,
+  toolListSql,
+} from "./sql-queries.ts";
+import type {
+  AgentListQuery,
+  AgentRecord,
+  BlockListQuery,
+  BlockRecord,
+  CommitOptions,
+  MessageRecord,
+  Mutation,
+  PageQuery,
+  RunRecord,
+  StepRecord,
+  Storage,
+  ToolListQuery,
+  ToolRecord,
+} from "./types.ts";
+
+type StoredAgent = Omit<AgentRecord, "block_ids" | "tool_ids">;
+type Sql = postgres.Sql | postgres.TransactionSql;
+
+export interface PostgresOptions {
+  url: string;
+  maxConnections?: number;
+}
+
+/** Advisory lock key that serializes migrations between nodes starting at once. */
+const MIGRATION_LOCK_KEY = 0x6b656c70; // "kelp"
+
+/** `?` placeholders → `$1, $2, ...`. */
+function numbered(text: string): string {
+  let n = 0;
+  return text.replace(/\?/g, () => `$${++n}`);
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  return typeof err === "object" && err !== null && (err as { code?: string }).code === "23505";
+}
+
+function isConnectionError(err: unknown): boolean {
+  const code = (err as { code?: string } | null)?.code;
+  return (
+    code === "ECONNREFUSED" ||
+    code === "ECONNRESET" ||
+    code === "ETIMEDOUT" ||
+    code === "CONNECTION_CLOSED" ||
+    code === "CONNECTION_ENDED" ||
+    code === "CONNECTION_DESTROYED" ||
+    code === "CONNECT_TIMEOUT"
+  );
+}
+
+export class PostgresStorage implements Storage {
+  readonly engine = "postgres" as const;
+  private readonly sql: postgres.Sql;
+
+  constructor(options: PostgresOptions) {
+    this.sql = postgres(options.url, {
+      max: options.maxConnections ?? POSTGRES_POOL_CONNECTIONS_MAX,
+      onnotice: () => {},
+      types: { bigint: postgres.BigInt },
+    });
+  }
+
+  /** Runs a storage call, turning connection failures into STORAGE_UNAVAILABLE. */
+  private async guard<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (isKelpieError(err)) throw err;
+      if (isConnectionError(err)) {
+        throw new KelpieError("STORAGE_UNAVAILABLE", `PostgreSQL is unreachable: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+      throw err;
+    }
+  }
+
+  private async query<T>(sql: Sql, q: SqlQuery): Promise<T[]> {
+    return (await sql.unsafe(
+      numbered(q.text),
+      q.params as postgres.ParameterOrJSON<never>[],
+    )) as unknown as T[];
+  }
+
+  async migrate(): Promise<void> {
+    await this.guard(() =>
+      this.sql.begin(async (tx) => {
+        await tx`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`;
+        await tx`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)`;
+        const applied = new Set(
+          (await tx`SELECT version FROM schema_migrations`).map((r) => Number(r.version)),
+        );
+        for (const migration of MIGRATIONS) {
+          if (applied.has(migration.version)) continue;
+          await tx.unsafe(migration.postgres);
+          await tx`INSERT INTO schema_migrations (version, name) VALUES (${migration.version}, ${migration.name})`;
+        }
+      }),
+    );
+  }
+
+  async close(): Promise<void> {
+    await this.sql.end({ timeout: 5 });
+  }
+
+  async commit(mutations: Mutation[], options?: CommitOptions): Promise<void> {
+    await this.guard(() =>
+      this.sql.begin(async (tx) => {
+        const fence = options?.fence;
+        if (fence !== undefined) {
+          const rows = await tx`SELECT token FROM agent_fences WHERE agent_id = ${fence.agent_id} FOR UPDATE`;
+          const stored = rows.length === 0 ? 0 : Number(rows[0]!.token);
+          if (stored !== fence.token) {
+            throw new KelpieError(
+              "FENCED",
+              `agent ${fence.agent_id}: fencing token ${fence.token} is stale (current ${stored})`,
+            );
+          }
+        }
+        for (const m of mutations) {
+          try {
+            await this.apply(tx, m);
+          } catch (err) {
+            if (isUniqueViolation(err))
+              throw new KelpieError("CONFLICT", `${m.op}: ${(err as Error).message}`);
+            throw err;
+          }
+        }
+      }),
+    );
+  }
+
+  private async exists(tx: Sql, table: "agents" | "blocks" | "tools", id: string): Promise<boolean> {
+    return (await tx.unsafe(`SELECT 1 FROM ${table} WHERE id = $1`, [id])).length > 0;
+  }
+
+  private async apply(tx: Sql, m: Mutation): Promise<void> {
+    switch (m.op) {
+      case "put_agent": {
+        const a = m.agent;
+        if (m.create) {
+          if (await this.exists(tx, "agents", a.id))
+            throw new KelpieError("CONFLICT", `agent ${a.id} already exists`);
+          await tx`INSERT INTO agents (id, name, created_at_ms, updated_at_ms, doc)
+                   VALUES (${a.id}, ${a.name}, ${a.created_at_ms}, ${a.updated_at_ms}, ${tx.json(a as never)})`;
+        } else {
+          const r = await tx`UPDATE agents SET name = ${a.name}, created_at_ms = ${a.created_at_ms},
+                             updated_at_ms = ${a.updated_at_ms}, doc = ${tx.json(a as never)} WHERE id = ${a.id}`;
+          if (r.count === 0) throw notFound("agent", a.id);
+          await tx`DELETE FROM agent_tags WHERE agent_id = ${a.id}`;
+        }
+        for (const tag of a.tags) {
+          await tx`INSERT INTO agent_tags (agent_id, tag) VALUES (${a.id}, ${tag}) ON CONFLICT DO NOTHING`;
+        }
+        return;
+      }
+      case "delete_agent": {
+        const r = await tx`DELETE FROM agents WHERE id = ${m.agent_id}`;
+        if (r.count === 0) throw notFound("agent", m.agent_id);
+        await tx`DELETE FROM agent_fences WHERE agent_id = ${m.agent_id}`;
+        return;
+      }
+      case "put_block": {
+        const b = m.block;
+        const rows = await tx`SELECT version FROM blocks WHERE id = ${b.id} FOR UPDATE`;
+        const stored = rows.length === 0 ? undefined : Number(rows[0]!.version);
+        if (m.create && stored !== undefined)
+          throw new KelpieError("CONFLICT", `block ${b.id} already exists`);
+        if (!m.create && stored === undefined) throw notFound("block", b.id);
+        if (stored !== undefined && b.version !== stored + 1) {
+          throw new KelpieError("CONFLICT", `block ${b.id} was changed concurrently`);
+        }
+        if (stored !== undefined) {
+          await tx`UPDATE blocks SET label = ${b.label}, is_template = ${b.is_template},
+                   template_name = ${b.template_name}, version = ${b.version}, doc = ${tx.json(b as never)}
+                   WHERE id = ${b.id}`;
+        } else {
+          await tx`INSERT INTO blocks (id, label, is_template, template_name, version, doc)
+                   VALUES (${b.id}, ${b.label}, ${b.is_template}, ${b.template_name}, ${b.version}, ${tx.json(b as never)})`;
+        }
+        return;
+      }
+      case "delete_block": {
+        const r = await tx`DELETE FROM blocks WHERE id = ${m.block_id}`;
+        if (r.count === 0) throw notFound("block", m.block_id);
+        return;
+      }
+      case "put_tool": {
+        const t = m.tool;
+        const exists = await this.exists(tx, "tools", t.id);
+        if (m.create && exists) throw new KelpieError("CONFLICT", `tool ${t.id} already exists`);
+        if (!m.create && !exists) throw notFound("tool", t.id);
+        const clash = await tx`SELECT id FROM tools WHERE name = ${t.name} AND id <> ${t.id}`;
+        if (clash.length > 0) throw new KelpieError("CONFLICT", `a tool named '${t.name}' already exists`);
+        if (exists) {
+          await tx`UPDATE tools SET name = ${t.name}, tool_type = ${t.tool_type}, doc = ${tx.json(t as never)}
+                   WHERE id = ${t.id}`;
+        } else {
+          await tx`INSERT INTO tools (id, name, tool_type, doc)
+                   VALUES (${t.id}, ${t.name}, ${t.tool_type}, ${tx.json(t as never)})`;
+        }
+        return;
+      }
+      case "delete_tool": {
+        const r = await tx`DELETE FROM tools WHERE id = ${m.tool_id}`;
+        if (r.count === 0) throw notFound("tool", m.tool_id);
+        return;
+      }
+      case "attach_block":
+      case "detach_block": {
+        if (!(await this.exists(tx, "agents", m.agent_id))) throw notFound("agent", m.agent_id);
+        if (!(await this.exists(tx, "blocks", m.block_id))) throw notFound("block", m.block_id);
+        if (m.op === "attach_block") {
+          await tx`INSERT INTO agent_blocks (agent_id, block_id, position)
+                   VALUES (${m.agent_id}, ${m.block_id},
+                           (SELECT coalesce(max(position), 0) + 1 FROM agent_blocks WHERE agent_id = ${m.agent_id}))
+                   ON CONFLICT DO NOTHING`;
+        } else {
+          await tx`DELETE FROM agent_blocks WHERE agent_id = ${m.agent_id} AND block_id = ${m.block_id}`;
+        }
+        return;
+      }
+      case "attach_tool":
+      case "detach_tool": {
+        if (!(await this.exists(tx, "agents", m.agent_id))) throw notFound("agent", m.agent_id);
+        if (!(await this.exists(tx, "tools", m.tool_id))) throw notFound("tool", m.tool_id);
+        if (m.op === "attach_tool") {
+          await tx`INSERT INTO agent_tools (agent_id, tool_id, position)
+                   VALUES (${m.agent_id}, ${m.tool_id},
+                           (SELECT coalesce(max(position), 0) + 1 FROM agent_tools WHERE agent_id = ${m.agent_id}))
+                   ON CONFLICT DO NOTHING`;
+        } else {
+          await tx`DELETE FROM agent_tools WHERE agent_id = ${m.agent_id} AND tool_id = ${m.tool_id}`;
+        }
+        return;
+      }
+      case "put_message": {
+        const msg = m.message;
+        if (!(await this.exists(tx, "agents", msg.agent_id))) throw notFound("agent", msg.agent_id);
+        await tx`INSERT INTO messages (id, agent_id, run_id, created_at_ms, doc)
+                 VALUES (${msg.id}, ${msg.agent_id}, ${msg.run_id}, ${msg.created_at_ms}, ${tx.json(msg as never)})
+                 ON CONFLICT (id) DO UPDATE SET agent_id = EXCLUDED.agent_id, run_id = EXCLUDED.run_id,
+                   created_at_ms = EXCLUDED.created_at_ms, doc = EXCLUDED.doc`;
+        return;
+      }
+      case "delete_agent_messages": {
+        await tx`DELETE FROM messages WHERE agent_id = ${m.agent_id} AND NOT (id = ANY(${m.except_ids}::text[]))`;
+        return;
+      }
+      case "put_run": {
+        const run = m.run;
+        if (!(await this.exists(tx, "agents", run.agent_id))) throw notFound("agent", run.agent_id);
+        await tx`INSERT INTO runs (id, agent_id, doc) VALUES (${run.id}, ${run.agent_id}, ${tx.json(run as never)})
+                 ON CONFLICT (id) DO UPDATE SET doc = EXCLUDED.doc`;
+        return;
+      }
+      case "put_step": {
+        const step = m.step;
+        await tx`INSERT INTO steps (id, run_id, agent_id, doc)
+                 VALUES (${step.id}, ${step.run_id}, ${step.agent_id}, ${tx.json(step as never)})
+                 ON CONFLICT (id) DO UPDATE SET doc = EXCLUDED.doc`;
+        return;
+      }
+    }
+  }
+
+  async acquireFence(agentId: string): Promise<number> {
+    return this.guard(async () => {
+      const rows = await this.sql`INSERT INTO agent_fences (agent_id, token) VALUES (${agentId}, 1)
+        ON CONFLICT (agent_id) DO UPDATE SET token = agent_fences.token + 1 RETURNING token`;
+      return Number(rows[0]!.token);
+    });
+  }
+
+  async currentFence(agentId: string): Promise<number> {
+    return this.guard(async () => {
+      const rows = await this.sql`SELECT token FROM agent_fences WHERE agent_id = ${agentId}`;
+      return rows.length === 0 ? 0 : Number(rows[0]!.token);
+    });
+  }
+
+  private async assemble(stored: StoredAgent): Promise<AgentRecord> {
+    const [blocks, tools] = await Promise.all([
+      this.sql`SELECT block_id FROM agent_blocks WHERE agent_id = ${stored.id} ORDER BY position`,
+      this.sql`SELECT tool_id FROM agent_tools WHERE agent_id = ${stored.id} ORDER BY position`,
+    ]);
+    return {
+      ...stored,
+      block_ids: blocks.map((r) => r.block_id as string),
+      tool_ids: tools.map((r) => r.tool_id as string),
+    };
+  }
+
+  private async list<T>(table: string, q: PageQuery, query: SqlQuery): Promise<T[]> {
+    return this.guard(async () => {
+      for (const field of ["after", "before"] as const) {
+        const id = q[field];
+        if (
+          id !== undefined &&
+          (await this.sql.unsafe(`SELECT 1 FROM ${table} WHERE id = $1`, [id])).length === 0
+        ) {
+          throw invalidField(["query", field], `no item with id '${id}'`);
+        }
+      }
+      return (await this.query<{ doc: T }>(this.sql, query)).map((r) => r.doc);
+    });
+  }
+
+  private async one<T>(text: string, param: string): Promise<T | null> {
+    return this.guard(async () => {
+      const rows = await this.sql.unsafe(text, [param]);
+      return rows.length === 0 ? null : (rows[0]!.doc as T);
+    });
+  }
+
+  private async byIds<T extends { id: string }>(
+    table: "blocks" | "tools" | "messages",
+    ids: string[],
+  ): Promise<T[]> {
+    if (ids.length === 0) return [];
+    return this.guard(async () => {
+      const rows = await this.sql.unsafe(`SELECT doc FROM ${table} WHERE id = ANY($1::text[])`, [ids]);
+      const byId = new Map(rows.map((r) => [(r.doc as T).id, r.doc as T]));
+      return ids.flatMap((id) => {
+        const found = byId.get(id);
+        return found === undefined ? [] : [found];
+      });
+    });
+  }
+
+  private async count(text: string, params: string[] = []): Promise<number> {
+    return this.guard(async () => Number((await this.sql.unsafe(text, params))[0]!.n));
+  }
+
+  async getAgent(id: string): Promise<AgentRecord | null> {
+    const stored = await this.one<StoredAgent>("SELECT doc FROM agents WHERE id = $1", id);
+    return stored === null ? null : this.guard(() => this.assemble(stored));
+  }
+
+  async listAgents(query: AgentListQuery): Promise<AgentRecord[]> {
+    const stored = await this.list<StoredAgent>("agents", query, agentListSql("postgres", query));
+    return this.guard(() => Promise.all(stored.map((a) => this.assemble(a))));
+  }
+
+  countAgents(): Promise<number> {
+    return this.count("SELECT count(*) AS n FROM agents");
+  }
+
+  getBlock(id: string): Promise<BlockRecord | null> {
+    return this.one<BlockRecord>("SELECT doc FROM blocks WHERE id = $1", id);
+  }
+
+  getBlocks(ids: string[]): Promise<BlockRecord[]> {
+    return this.byIds<BlockRecord>("blocks", ids);
+  }
+
+  listBlocks(query: BlockListQuery): Promise<BlockRecord[]> {
+    return this.list<BlockRecord>("blocks", query, blockListSql("postgres", query));
+  }
+
+  countBlocks(): Promise<number> {
+    return this.count("SELECT count(*) AS n FROM blocks");
+  }
+
+  async listBlockAgentIds(blockId: string): Promise<string[]> {
+    return this.guard(async () =>
+      (
+        await this
+          .sql`SELECT ab.agent_id FROM agent_blocks ab JOIN agents a ON a.id = ab.agent_id WHERE ab.block_id = ${blockId} ORDER BY a.seq`
+      ).map((r) => r.agent_id as string),
+    );
+  }
+
+  getTool(id: string): Promise<ToolRecord | null> {
+    return this.one<ToolRecord>("SELECT doc FROM tools WHERE id = $1", id);
+  }
+
+  getToolByName(name: string): Promise<ToolRecord | null> {
+    return this.one<ToolRecord>("SELECT doc FROM tools WHERE name = $1", name);
+  }
+
+  getTools(ids: string[]): Promise<ToolRecord[]> {
+    return this.byIds<ToolRecord>("tools", ids);
+  }
+
+  listTools(query: ToolListQuery): Promise<ToolRecord[]> {
+    return this.list<ToolRecord>("tools", query, toolListSql("postgres", query));
+  }
+
+  countTools(): Promise<number> {
+    return this.count("SELECT count(*) AS n FROM tools");
+  }
+
+  getMessage(id: string): Promise<MessageRecord | null> {
+    return this.one<MessageRecord>("SELECT doc FROM messages WHERE id = $1", id);
+  }
+
+  getMessages(ids: string[]): Promise<MessageRecord[]> {
+    return this.byIds<MessageRecord>("messages", ids);
+  }
+
+  listMessages(agentId: string, query: PageQuery): Promise<MessageRecord[]> {
+    return this.list<MessageRecord>("messages", query, messageListSql(agentId, query));
+  }
+
+  countMessages(agentId: string): Promise<number> {
+    return this.count("SELECT count(*) AS n FROM messages WHERE agent_id = $1", [agentId]);
+  }
+
+  listRunMessages(runId: string, query: PageQuery): Promise<MessageRecord[]> {
+    return this.list<MessageRecord>("messages", query, runMessageListSql(runId, query));
+  }
+
+  getRun(id: string): Promise<RunRecord | null> {
+    return this.one<RunRecord>("SELECT doc FROM runs WHERE id = $1", id);
+  }
+
+  listRuns(agentId: string | undefined, query: PageQuery): Promise<RunRecord[]> {
+    return this.list<RunRecord>("runs", query, runListSql(agentId, query));
+  }
+
+  async listSteps(runId: string): Promise<StepRecord[]> {
+    return this.guard(async () =>
+      (await this.sql`SELECT doc FROM steps WHERE run_id = ${runId} ORDER BY seq`).map(
+        (r) => r.doc as StepRecord,
+      ),
+    );
+  }
+}

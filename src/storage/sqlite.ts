@@ -1,0 +1,426 @@
+// The embedded engine: better-sqlite3, WAL, synchronous=FULL by default (a commit is on disk
+// before it is acknowledged). better-sqlite3 is synchronous; the async interface is kept so that
+// every engine is interchangeable.
+import Database from "better-sqlite3";
+import { SQLITE_BUSY_TIMEOUT_MS } from "../core/constants.ts";
+import { invalidField, KelpieError, notFound } from "../core/errors.ts";
+import { MIGRATIONS } from "./migrations.ts";
+import {
+  agentListSql,
+  blockListSql,
+  messageListSql,
+  runListSql,
+  runMessageListSql,
+  type SqlQuery,
+  toolListSql,
+} from "./sql-queries.ts";
+import type {
+  AgentListQuery,
+  AgentRecord,
+  BlockListQuery,
+  BlockRecord,
+  CommitOptions,
+  MessageRecord,
+  Mutation,
+  PageQuery,
+  RunRecord,
+  StepRecord,
+  Storage,
+  ToolListQuery,
+  ToolRecord,
+} from "./types.ts";
+
+type StoredAgent = Omit<AgentRecord, "block_ids" | "tool_ids">;
+type Statement = Database.Statement<unknown[], unknown>;
+
+export interface SqliteOptions {
+  path: string;
+  synchronous?: "full" | "normal";
+}
+
+const parse = <T>(row: unknown): T => JSON.parse((row as { doc: string }).doc) as T;
+
+export class SqliteStorage implements Storage {
+  readonly engine = "sqlite" as const;
+  private readonly db: Database.Database;
+  private readonly statements = new Map<string, Statement>();
+
+  constructor(options: SqliteOptions) {
+    this.db = new Database(options.path);
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma(`synchronous = ${options.synchronous === "normal" ? "NORMAL" : "FULL"}`);
+    this.db.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
+    this.db.pragma("foreign_keys = ON");
+  }
+
+  /** A statement prepared once per SQL text. */
+  private sql(text: string): Statement {
+    let statement = this.statements.get(text);
+    if (statement === undefined) {
+      statement = this.db.prepare(text);
+      this.statements.set(text, statement);
+    }
+    return statement;
+  }
+
+  async migrate(): Promise<void> {
+    this.db.exec(
+      "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)",
+    );
+    const applied = new Set(
+      (this.db.prepare("SELECT version FROM schema_migrations").all() as { version: number }[]).map(
+        (r) => r.version,
+      ),
+    );
+    for (const migration of MIGRATIONS) {
+      if (applied.has(migration.version)) continue;
+      this.db.transaction(() => {
+        this.db.exec(migration.sqlite);
+        this.db
+          .prepare("INSERT INTO schema_migrations (version, name) VALUES (?, ?)")
+          .run(migration.version, migration.name);
+      })();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+
+  async commit(mutations: Mutation[], options?: CommitOptions): Promise<void> {
+    this.db.transaction(() => {
+      const fence = options?.fence;
+      if (fence !== undefined) {
+        const row = this.sql("SELECT token FROM agent_fences WHERE agent_id = ?").get(fence.agent_id) as
+          | { token: number }
+          | undefined;
+        const stored = row?.token ?? 0;
+        if (stored !== fence.token) {
+          throw new KelpieError(
+            "FENCED",
+            `agent ${fence.agent_id}: fencing token ${fence.token} is stale (current ${stored})`,
+          );
+        }
+      }
+      for (const m of mutations) this.apply(m);
+    })();
+  }
+
+  private exists(table: "agents" | "blocks" | "tools" | "messages" | "runs", id: string): boolean {
+    return this.sql(`SELECT 1 FROM ${table} WHERE id = ?`).get(id) !== undefined;
+  }
+
+  private apply(m: Mutation): void {
+    switch (m.op) {
+      case "put_agent": {
+        const a = m.agent;
+        const doc = JSON.stringify(a);
+        if (m.create) {
+          if (this.exists("agents", a.id)) throw new KelpieError("CONFLICT", `agent ${a.id} already exists`);
+          this.sql(
+            "INSERT INTO agents (id, name, created_at_ms, updated_at_ms, doc) VALUES (?, ?, ?, ?, ?)",
+          ).run(a.id, a.name, a.created_at_ms, a.updated_at_ms, doc);
+        } else {
+          const { changes } = this.sql(
+            "UPDATE agents SET name = ?, created_at_ms = ?, updated_at_ms = ?, doc = ? WHERE id = ?",
+          ).run(a.name, a.created_at_ms, a.updated_at_ms, doc, a.id);
+          if (changes === 0) throw notFound("agent", a.id);
+          this.sql("DELETE FROM agent_tags WHERE agent_id = ?").run(a.id);
+        }
+        const insertTag = this.sql("INSERT OR IGNORE INTO agent_tags (agent_id, tag) VALUES (?, ?)");
+        for (const tag of a.tags) insertTag.run(a.id, tag);
+        return;
+      }
+      case "delete_agent": {
+        const { changes } = this.sql("DELETE FROM agents WHERE id = ?").run(m.agent_id);
+        if (changes === 0) throw notFound("agent", m.agent_id);
+        this.sql("DELETE FROM agent_fences WHERE agent_id = ?").run(m.agent_id);
+        return;
+      }
+      case "put_block": {
+        const b = m.block;
+        const row = this.sql("SELECT version FROM blocks WHERE id = ?").get(b.id) as
+          | { version: number }
+          | undefined;
+        if (m.create && row) throw new KelpieError("CONFLICT", `block ${b.id} already exists`);
+        if (!m.create && !row) throw notFound("block", b.id);
+        if (row && b.version !== row.version + 1) {
+          throw new KelpieError("CONFLICT", `block ${b.id} was changed concurrently`);
+        }
+        const doc = JSON.stringify(b);
+        if (row) {
+          this.sql(
+            "UPDATE blocks SET label = ?, is_template = ?, template_name = ?, version = ?, doc = ? WHERE id = ?",
+          ).run(b.label, b.is_template ? 1 : 0, b.template_name, b.version, doc, b.id);
+        } else {
+          this.sql(
+            "INSERT INTO blocks (id, label, is_template, template_name, version, doc) VALUES (?, ?, ?, ?, ?, ?)",
+          ).run(b.id, b.label, b.is_template ? 1 : 0, b.template_name, b.version, doc);
+        }
+        return;
+      }
+      case "delete_block": {
+        const { changes } = this.sql("DELETE FROM blocks WHERE id = ?").run(m.block_id);
+        if (changes === 0) throw notFound("block", m.block_id);
+        return;
+      }
+      case "put_tool": {
+        const t = m.tool;
+        const exists = this.exists("tools", t.id);
+        if (m.create && exists) throw new KelpieError("CONFLICT", `tool ${t.id} already exists`);
+        if (!m.create && !exists) throw notFound("tool", t.id);
+        const clash = this.sql("SELECT id FROM tools WHERE name = ? AND id <> ?").get(t.name, t.id);
+        if (clash !== undefined) throw new KelpieError("CONFLICT", `a tool named '${t.name}' already exists`);
+        const doc = JSON.stringify(t);
+        if (exists) {
+          this.sql("UPDATE tools SET name = ?, tool_type = ?, doc = ? WHERE id = ?").run(
+            t.name,
+            t.tool_type,
+            doc,
+            t.id,
+          );
+        } else {
+          this.sql("INSERT INTO tools (id, name, tool_type, doc) VALUES (?, ?, ?, ?)").run(
+            t.id,
+            t.name,
+            t.tool_type,
+            doc,
+          );
+        }
+        return;
+      }
+      case "delete_tool": {
+        const { changes } = this.sql("DELETE FROM tools WHERE id = ?").run(m.tool_id);
+        if (changes === 0) throw notFound("tool", m.tool_id);
+        return;
+      }
+      case "attach_block":
+      case "detach_block": {
+        if (!this.exists("agents", m.agent_id)) throw notFound("agent", m.agent_id);
+        if (!this.exists("blocks", m.block_id)) throw notFound("block", m.block_id);
+        if (m.op === "attach_block") {
+          this.sql(
+            `INSERT OR IGNORE INTO agent_blocks (agent_id, block_id, position)
+             VALUES (?, ?, (SELECT coalesce(max(position), 0) + 1 FROM agent_blocks WHERE agent_id = ?))`,
+          ).run(m.agent_id, m.block_id, m.agent_id);
+        } else {
+          this.sql("DELETE FROM agent_blocks WHERE agent_id = ? AND block_id = ?").run(
+            m.agent_id,
+            m.block_id,
+          );
+        }
+        return;
+      }
+      case "attach_tool":
+      case "detach_tool": {
+        if (!this.exists("agents", m.agent_id)) throw notFound("agent", m.agent_id);
+        if (!this.exists("tools", m.tool_id)) throw notFound("tool", m.tool_id);
+        if (m.op === "attach_tool") {
+          this.sql(
+            `INSERT OR IGNORE INTO agent_tools (agent_id, tool_id, position)
+             VALUES (?, ?, (SELECT coalesce(max(position), 0) + 1 FROM agent_tools WHERE agent_id = ?))`,
+          ).run(m.agent_id, m.tool_id, m.agent_id);
+        } else {
+          this.sql("DELETE FROM agent_tools WHERE agent_id = ? AND tool_id = ?").run(m.agent_id, m.tool_id);
+        }
+        return;
+      }
+      case "put_message": {
+        const msg = m.message;
+        if (!this.exists("agents", msg.agent_id)) throw notFound("agent", msg.agent_id);
+        const doc = JSON.stringify(msg);
+        const { changes } = this.sql(
+          "UPDATE messages SET agent_id = ?, run_id = ?, created_at_ms = ?, doc = ? WHERE id = ?",
+        ).run(msg.agent_id, msg.run_id, msg.created_at_ms, doc, msg.id);
+        if (changes === 0) {
+          this.sql(
+            "INSERT INTO messages (id, agent_id, run_id, created_at_ms, doc) VALUES (?, ?, ?, ?, ?)",
+          ).run(msg.id, msg.agent_id, msg.run_id, msg.created_at_ms, doc);
+        }
+        return;
+      }
+      case "put_run": {
+        const run = m.run;
+        if (!this.exists("agents", run.agent_id)) throw notFound("agent", run.agent_id);
+        const doc = JSON.stringify(run);
+        const { changes } = this.sql("UPDATE runs SET doc = ? WHERE id = ?").run(doc, run.id);
+        if (changes === 0)
+          this.sql("INSERT INTO runs (id, agent_id, doc) VALUES (?, ?, ?)").run(run.id, run.agent_id, doc);
+        return;
+      }
+      case "put_step": {
+        const step = m.step;
+        const doc = JSON.stringify(step);
+        const { changes } = this.sql("UPDATE steps SET doc = ? WHERE id = ?").run(doc, step.id);
+        if (changes === 0) {
+          this.sql("INSERT INTO steps (id, run_id, agent_id, doc) VALUES (?, ?, ?, ?)").run(
+            step.id,
+            step.run_id,
+            step.agent_id,
+            doc,
+          );
+        }
+        return;
+      }
+      case "delete_agent_messages": {
+        const keep = JSON.stringify(m.except_ids);
+        this.sql(
+          "DELETE FROM messages WHERE agent_id = ? AND id NOT IN (SELECT value FROM json_each(?))",
+        ).run(m.agent_id, keep);
+        return;
+      }
+    }
+  }
+
+  async acquireFence(agentId: string): Promise<number> {
+    const row = this.sql(
+      `INSERT INTO agent_fences (agent_id, token) VALUES (?, 1)
+       ON CONFLICT (agent_id) DO UPDATE SET token = token + 1 RETURNING token`,
+    ).get(agentId) as { token: number };
+    return row.token;
+  }
+
+  async currentFence(agentId: string): Promise<number> {
+    const row = this.sql("SELECT token FROM agent_fences WHERE agent_id = ?").get(agentId) as
+      | { token: number }
+      | undefined;
+    return row?.token ?? 0;
+  }
+
+  private relations(agentId: string): { block_ids: string[]; tool_ids: string[] } {
+    const blocks = this.sql("SELECT block_id FROM agent_blocks WHERE agent_id = ? ORDER BY position")
+      .pluck()
+      .all(agentId) as string[];
+    const tools = this.sql("SELECT tool_id FROM agent_tools WHERE agent_id = ? ORDER BY position")
+      .pluck()
+      .all(agentId) as string[];
+    return { block_ids: blocks, tool_ids: tools };
+  }
+
+  private assemble(stored: StoredAgent): AgentRecord {
+    return { ...stored, ...this.relations(stored.id) };
+  }
+
+  /** Checks cursors, then runs a listing query. */
+  private list<T>(table: string, q: PageQuery, query: SqlQuery): T[] {
+    for (const field of ["after", "before"] as const) {
+      const id = q[field];
+      if (id !== undefined && this.sql(`SELECT 1 FROM ${table} WHERE id = ?`).get(id) === undefined) {
+        throw invalidField(["query", field], `no item with id '${id}'`);
+      }
+    }
+    return this.sql(query.text)
+      .all(...query.params)
+      .map((row) => parse<T>(row));
+  }
+
+  async getAgent(id: string): Promise<AgentRecord | null> {
+    const row = this.sql("SELECT doc FROM agents WHERE id = ?").get(id);
+    return row === undefined ? null : this.assemble(parse<StoredAgent>(row));
+  }
+
+  async listAgents(query: AgentListQuery): Promise<AgentRecord[]> {
+    return this.list<StoredAgent>("agents", query, agentListSql("sqlite", query)).map((a) =>
+      this.assemble(a),
+    );
+  }
+
+  async countAgents(): Promise<number> {
+    return (this.sql("SELECT count(*) AS n FROM agents").get() as { n: number }).n;
+  }
+
+  async getBlock(id: string): Promise<BlockRecord | null> {
+    const row = this.sql("SELECT doc FROM blocks WHERE id = ?").get(id);
+    return row === undefined ? null : parse<BlockRecord>(row);
+  }
+
+  async getBlocks(ids: string[]): Promise<BlockRecord[]> {
+    return this.byIds<BlockRecord>("blocks", ids);
+  }
+
+  private byIds<T>(table: "blocks" | "tools" | "messages", ids: string[]): T[] {
+    if (ids.length === 0) return [];
+    const statement = this.sql(`SELECT doc FROM ${table} WHERE id = ?`);
+    const out: T[] = [];
+    for (const id of ids) {
+      const row = statement.get(id);
+      if (row !== undefined) out.push(parse<T>(row));
+    }
+    return out;
+  }
+
+  async listBlocks(query: BlockListQuery): Promise<BlockRecord[]> {
+    return this.list<BlockRecord>("blocks", query, blockListSql("sqlite", query));
+  }
+
+  async countBlocks(): Promise<number> {
+    return (this.sql("SELECT count(*) AS n FROM blocks").get() as { n: number }).n;
+  }
+
+  async listBlockAgentIds(blockId: string): Promise<string[]> {
+    return this.sql(
+      "SELECT ab.agent_id FROM agent_blocks ab JOIN agents a ON a.id = ab.agent_id WHERE ab.block_id = ? ORDER BY a.seq",
+    )
+      .pluck()
+      .all(blockId) as string[];
+  }
+
+  async getTool(id: string): Promise<ToolRecord | null> {
+    const row = this.sql("SELECT doc FROM tools WHERE id = ?").get(id);
+    return row === undefined ? null : parse<ToolRecord>(row);
+  }
+
+  async getToolByName(name: string): Promise<ToolRecord | null> {
+    const row = this.sql("SELECT doc FROM tools WHERE name = ?").get(name);
+    return row === undefined ? null : parse<ToolRecord>(row);
+  }
+
+  async getTools(ids: string[]): Promise<ToolRecord[]> {
+    return this.byIds<ToolRecord>("tools", ids);
+  }
+
+  async listTools(query: ToolListQuery): Promise<ToolRecord[]> {
+    return this.list<ToolRecord>("tools", query, toolListSql("sqlite", query));
+  }
+
+  async countTools(): Promise<number> {
+    return (this.sql("SELECT count(*) AS n FROM tools").get() as { n: number }).n;
+  }
+
+  async getMessage(id: string): Promise<MessageRecord | null> {
+    const row = this.sql("SELECT doc FROM messages WHERE id = ?").get(id);
+    return row === undefined ? null : parse<MessageRecord>(row);
+  }
+
+  async getMessages(ids: string[]): Promise<MessageRecord[]> {
+    return this.byIds<MessageRecord>("messages", ids);
+  }
+
+  async listMessages(agentId: string, query: PageQuery): Promise<MessageRecord[]> {
+    return this.list<MessageRecord>("messages", query, messageListSql(agentId, query));
+  }
+
+  async countMessages(agentId: string): Promise<number> {
+    return (this.sql("SELECT count(*) AS n FROM messages WHERE agent_id = ?").get(agentId) as { n: number })
+      .n;
+  }
+
+  async listRunMessages(runId: string, query: PageQuery): Promise<MessageRecord[]> {
+    return this.list<MessageRecord>("messages", query, runMessageListSql(runId, query));
+  }
+
+  async getRun(id: string): Promise<RunRecord | null> {
+    const row = this.sql("SELECT doc FROM runs WHERE id = ?").get(id);
+    return row === undefined ? null : parse<RunRecord>(row);
+  }
+
+  async listRuns(agentId: string | undefined, query: PageQuery): Promise<RunRecord[]> {
+    return this.list<RunRecord>("runs", query, runListSql(agentId, query));
+  }
+
+  async listSteps(runId: string): Promise<StepRecord[]> {
+    return this.sql("SELECT doc FROM steps WHERE run_id = ? ORDER BY seq")
+      .all(runId)
+      .map((row) => parse<StepRecord>(row));
+  }
+}

@@ -1,0 +1,257 @@
+// The one Storage interface. Engines: memory (tests, simulation), sqlite (embedded default),
+// postgres (clusters). Reads return committed state; every write goes through `commit`, one
+// atomic transaction, guarded by the agent's fencing token when it touches an agent's state.
+
+/** A memory block. `version` increases on every write (optimistic concurrency for shared blocks). */
+export interface BlockRecord {
+  id: string;
+  label: string;
+  value: string;
+  /** Character limit; a value longer than this is rejected, never truncated. */
+  limit: number;
+  description: string | null;
+  read_only: boolean;
+  metadata: Record<string, unknown>;
+  is_template: boolean;
+  template_name: string | null;
+  hidden: boolean | null;
+  tags: string[];
+  project_id: string | null;
+  version: number;
+  created_at_ms: number;
+  updated_at_ms: number;
+}
+
+export interface ToolRecord {
+  id: string;
+  /** Unique across the server. */
+  name: string;
+  tool_type: string;
+  description: string | null;
+  source_type: string | null;
+  source_code: string | null;
+  json_schema: Record<string, unknown> | null;
+  args_json_schema: Record<string, unknown> | null;
+  tags: string[];
+  return_char_limit: number;
+  pip_requirements: unknown[] | null;
+  npm_requirements: unknown[] | null;
+  default_requires_approval: boolean | null;
+  enable_parallel_execution: boolean | null;
+  metadata: Record<string, unknown>;
+  created_at_ms: number;
+  updated_at_ms: number;
+}
+
+/**
+ * An agent. Which blocks and tools it has are relations (agent_blocks, agent_tools), kept in
+ * order; reads fill `block_ids` and `tool_ids` from them, writes change them with attach/detach.
+ */
+export interface AgentRecord {
+  id: string;
+  name: string;
+  agent_type: string;
+  system: string;
+  description: string | null;
+  metadata: Record<string, unknown>;
+  tags: string[];
+  llm_config: Record<string, unknown> | null;
+  embedding_config: Record<string, unknown> | null;
+  tool_rules: unknown[];
+  /** The ids of the messages in the agent's context window, oldest first. */
+  message_ids: string[];
+  /** Other Letta AgentState fields we keep and return as given (timezone, response_format, ...). */
+  extra: Record<string, unknown>;
+  created_at_ms: number;
+  updated_at_ms: number;
+  block_ids: string[];
+  tool_ids: string[];
+}
+
+/** A stored message in Letta's internal shape (role + content parts + tool calls). */
+export interface MessageRecord {
+  id: string;
+  agent_id: string;
+  role: "system" | "user" | "assistant" | "tool" | "approval";
+  content: MessageContentPart[];
+  name: string | null;
+  tool_calls: ToolCallRecord[] | null;
+  tool_call_id: string | null;
+  tool_returns: unknown[] | null;
+  step_id: string | null;
+  run_id: string | null;
+  model: string | null;
+  otid: string | null;
+  sender_id: string | null;
+  group_id: string | null;
+  is_err: boolean | null;
+  created_at_ms: number;
+}
+
+export type MessageContentPart =
+  | { type: "text"; text: string }
+  | { type: "reasoning"; reasoning: string; is_native?: boolean; signature?: string | null }
+  | { type: "omitted_reasoning"; signature?: string | null }
+  | { type: "image"; source: Record<string, unknown> }
+  | { type: string; [key: string]: unknown };
+
+export interface ToolCallRecord {
+  id: string;
+  type: "function";
+  function: { name: string; arguments: string };
+}
+
+/** One request's processing of an agent (Letta's Run). */
+export interface RunRecord {
+  id: string;
+  agent_id: string;
+  status: "created" | "running" | "completed" | "failed" | "cancelled";
+  stop_reason: string | null;
+  background: boolean;
+  metadata: Record<string, unknown>;
+  request_config: Record<string, unknown> | null;
+  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number; step_count: number };
+  error: string | null;
+  created_at_ms: number;
+  completed_at_ms: number | null;
+}
+
+/** One LLM call and what came of it, within a run. */
+export interface StepRecord {
+  id: string;
+  run_id: string;
+  agent_id: string;
+  provider: string;
+  model: string;
+  stop_reason: string | null;
+  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+  created_at_ms: number;
+}
+
+export type Order = "asc" | "desc";
+
+/** Cursor pagination as Letta clients use it: `after`/`before` are ids, in the listing's order. */
+export interface PageQuery {
+  limit: number;
+  after?: string | undefined;
+  before?: string | undefined;
+  order: Order;
+}
+
+export interface AgentListQuery extends PageQuery {
+  name?: string | undefined;
+  tags?: string[] | undefined;
+  match_all_tags?: boolean | undefined;
+  /** Case-insensitive substring of the name. */
+  query_text?: string | undefined;
+}
+
+export interface BlockListQuery extends PageQuery {
+  label?: string | undefined;
+  templates_only?: boolean | undefined;
+  /** Matches template_name. */
+  name?: string | undefined;
+  label_search?: string | undefined;
+  value_search?: string | undefined;
+  description_search?: string | undefined;
+}
+
+export interface ToolListQuery extends PageQuery {
+  name?: string | undefined;
+  names?: string[] | undefined;
+  tool_ids?: string[] | undefined;
+  /** Case-insensitive substring of the name. */
+  search?: string | undefined;
+  tool_types?: string[] | undefined;
+  exclude_tool_types?: string[] | undefined;
+}
+
+/** One change inside a commit. Agent fields other than relations are written whole. */
+export type Mutation =
+  | { op: "put_agent"; agent: Omit<AgentRecord, "block_ids" | "tool_ids">; create: boolean }
+  | { op: "delete_agent"; agent_id: string }
+  | { op: "put_block"; block: BlockRecord; create: boolean }
+  | { op: "delete_block"; block_id: string }
+  | { op: "attach_block"; agent_id: string; block_id: string }
+  | { op: "detach_block"; agent_id: string; block_id: string }
+  | { op: "put_tool"; tool: ToolRecord; create: boolean }
+  | { op: "delete_tool"; tool_id: string }
+  | { op: "attach_tool"; agent_id: string; tool_id: string }
+  | { op: "detach_tool"; agent_id: string; tool_id: string }
+  | { op: "put_message"; message: MessageRecord }
+  | { op: "delete_agent_messages"; agent_id: string; except_ids: string[] }
+  | { op: "put_run"; run: RunRecord }
+  | { op: "put_step"; step: StepRecord };
+
+/**
+ * The agent whose state a commit changes, and the fencing token its activation holds. The commit
+ * is rejected (FENCED) inside the transaction when the stored token differs.
+ */
+export interface Fence {
+  agent_id: string;
+  token: number;
+}
+
+export interface CommitOptions {
+  fence?: Fence | undefined;
+}
+
+export interface Storage {
+  readonly engine: "memory" | "sqlite" | "postgres";
+
+  /** Applies pending schema migrations; safe to call on every start. */
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+
+  /**
+   * Applies every mutation in one transaction, or none. Rules, each checked inside it:
+   * - with a fence, the stored fencing token of `fence.agent_id` must equal `fence.token` (else FENCED);
+   * - `put_*` with `create: true` fails (CONFLICT) when the id exists, with `create: false` when it does not (NOT_FOUND);
+   * - `put_block` with create false requires `block.version` = stored version + 1 (else CONFLICT);
+   * - a tool name is unique (CONFLICT); attach of an attached pair and detach of an absent pair are no-ops;
+   * - attach/detach to a missing agent, block or tool is NOT_FOUND;
+   * - delete of a missing row is NOT_FOUND; delete_agent removes its relations, messages and fence;
+   *   delete_block and delete_tool remove them from every agent;
+   * - put_message, put_run and put_step insert or replace by id (a message or run must name an existing agent).
+   */
+  commit(mutations: Mutation[], options?: CommitOptions): Promise<void>;
+
+  /**
+   * Takes the next fencing token for an agent (the first is 1); every later commit with an older
+   * token is rejected. Single-node callers take one per activation; the cluster takes one per lease.
+   */
+  acquireFence(agentId: string): Promise<number>;
+  /** The current token (0 when none was ever taken). */
+  currentFence(agentId: string): Promise<number>;
+
+  getAgent(id: string): Promise<AgentRecord | null>;
+  listAgents(query: AgentListQuery): Promise<AgentRecord[]>;
+  countAgents(): Promise<number>;
+
+  getBlock(id: string): Promise<BlockRecord | null>;
+  /** The blocks with these ids, in the order asked; missing ids are left out. */
+  getBlocks(ids: string[]): Promise<BlockRecord[]>;
+  listBlocks(query: BlockListQuery): Promise<BlockRecord[]>;
+  countBlocks(): Promise<number>;
+  /** Ids of the agents a block is attached to, in attach order. */
+  listBlockAgentIds(blockId: string): Promise<string[]>;
+
+  getTool(id: string): Promise<ToolRecord | null>;
+  getToolByName(name: string): Promise<ToolRecord | null>;
+  getTools(ids: string[]): Promise<ToolRecord[]>;
+  listTools(query: ToolListQuery): Promise<ToolRecord[]>;
+  countTools(): Promise<number>;
+
+  getMessage(id: string): Promise<MessageRecord | null>;
+  getMessages(ids: string[]): Promise<MessageRecord[]>;
+  /** An agent's messages in insertion order (`order` asc) or newest first (desc). */
+  listMessages(agentId: string, query: PageQuery): Promise<MessageRecord[]>;
+  countMessages(agentId: string): Promise<number>;
+  /** The messages a run produced, in insertion order (asc) or newest first (desc). */
+  listRunMessages(runId: string, query: PageQuery): Promise<MessageRecord[]>;
+
+  getRun(id: string): Promise<RunRecord | null>;
+  /** Runs of one agent (or all), newest first for desc. */
+  listRuns(agentId: string | undefined, query: PageQuery): Promise<RunRecord[]>;
+  listSteps(runId: string): Promise<StepRecord[]>;
+}

@@ -1,0 +1,382 @@
+// One behavioural suite for every Storage engine: the `commit` contract, fencing, pagination,
+// filters, relations and cascades must be the same on memory, SQLite and PostgreSQL.
+import { beforeEach, expect, it } from "vitest";
+import { KelpieError } from "../../src/core/errors.ts";
+import { SeededRng } from "../../src/core/rng.ts";
+import type {
+  AgentRecord,
+  BlockRecord,
+  MessageRecord,
+  Mutation,
+  Storage,
+  ToolRecord,
+} from "../../src/storage/types.ts";
+
+type StoredAgent = Omit<AgentRecord, "block_ids" | "tool_ids">;
+
+export function storageSuite(open: () => Promise<Storage>): void {
+  let s: Storage;
+  const rng = new SeededRng(7);
+  const id = (p: string) => `${p}-${rng.uuid()}`;
+
+  beforeEach(async () => {
+    s = await open();
+  });
+
+  const agent = (over: Partial<StoredAgent> = {}): StoredAgent => ({
+    id: id("agent"),
+    name: "a",
+    agent_type: "memgpt_v2_agent",
+    system: "sys",
+    description: null,
+    metadata: { nested: { n: 1, list: [1, "two", null] } },
+    tags: [],
+    llm_config: { model: "m", context_window: 1000 },
+    embedding_config: null,
+    tool_rules: [],
+    message_ids: [],
+    extra: {},
+    created_at_ms: 1,
+    updated_at_ms: 2,
+    ...over,
+  });
+  const block = (over: Partial<BlockRecord> = {}): BlockRecord => ({
+    id: id("block"),
+    label: "human",
+    value: "v",
+    limit: 100,
+    description: null,
+    read_only: false,
+    metadata: {},
+    is_template: false,
+    template_name: null,
+    hidden: null,
+    tags: [],
+    project_id: null,
+    version: 1,
+    created_at_ms: 1,
+    updated_at_ms: 1,
+    ...over,
+  });
+  const tool = (over: Partial<ToolRecord> = {}): ToolRecord => ({
+    id: id("tool"),
+    name: `t_${rng.int(1e9)}`,
+    tool_type: "custom",
+    description: null,
+    source_type: "python",
+    source_code: "def f(): pass",
+    json_schema: { name: "f", parameters: { type: "object", properties: {} } },
+    args_json_schema: null,
+    tags: [],
+    return_char_limit: 100,
+    pip_requirements: null,
+    npm_requirements: null,
+    default_requires_approval: null,
+    enable_parallel_execution: false,
+    metadata: {},
+    created_at_ms: 1,
+    updated_at_ms: 1,
+    ...over,
+  });
+  const message = (agentId: string, text: string, over: Partial<MessageRecord> = {}): MessageRecord => ({
+    id: id("message"),
+    agent_id: agentId,
+    role: "user",
+    content: [{ type: "text", text }],
+    name: null,
+    tool_calls: null,
+    tool_call_id: null,
+    tool_returns: null,
+    step_id: null,
+    run_id: null,
+    model: null,
+    otid: null,
+    sender_id: null,
+    group_id: null,
+    is_err: null,
+    created_at_ms: 5,
+    ...over,
+  });
+  const code = async (p: Promise<unknown>) => {
+    const err = await p.then(
+      () => null,
+      (e) => e,
+    );
+    expect(err).toBeInstanceOf(KelpieError);
+    return (err as KelpieError).code;
+  };
+  const putAgent = async (a: StoredAgent) => s.commit([{ op: "put_agent", agent: a, create: true }]);
+
+  it("round-trips agents exactly, with relations in attach order", async () => {
+    const a = agent({ tags: ["x", "y"], extra: { timezone: "UTC" } });
+    const b1 = block({ label: "persona" });
+    const b2 = block();
+    const t1 = tool();
+    const t2 = tool();
+    await s.commit([
+      { op: "put_agent", agent: a, create: true },
+      { op: "put_block", block: b1, create: true },
+      { op: "put_block", block: b2, create: true },
+      { op: "put_tool", tool: t1, create: true },
+      { op: "put_tool", tool: t2, create: true },
+      { op: "attach_block", agent_id: a.id, block_id: b2.id },
+      { op: "attach_block", agent_id: a.id, block_id: b1.id },
+      { op: "attach_block", agent_id: a.id, block_id: b2.id },
+      { op: "attach_tool", agent_id: a.id, tool_id: t2.id },
+      { op: "attach_tool", agent_id: a.id, tool_id: t1.id },
+    ]);
+    expect(await s.getAgent(a.id)).toEqual({ ...a, block_ids: [b2.id, b1.id], tool_ids: [t2.id, t1.id] });
+    expect(await s.getBlock(b1.id)).toEqual(b1);
+    expect(await s.getTool(t1.id)).toEqual(t1);
+    expect(await s.getToolByName(t2.name)).toEqual(t2);
+    expect(await s.getBlocks([b2.id, "block-missing", b1.id])).toEqual([b2, b1]);
+    expect(await s.getTools([t1.id, t2.id])).toEqual([t1, t2]);
+    expect(await s.getAgent("agent-nope")).toBeNull();
+    await s.commit([{ op: "detach_block", agent_id: a.id, block_id: b2.id }]);
+    await s.commit([{ op: "detach_block", agent_id: a.id, block_id: b2.id }]); // absent pair: no-op
+    expect((await s.getAgent(a.id))!.block_ids).toEqual([b1.id]);
+  });
+
+  it("enforces create/update existence, tool name uniqueness and block versions", async () => {
+    const a = agent();
+    await putAgent(a);
+    expect(await code(putAgent(a))).toBe("CONFLICT");
+    expect(await code(s.commit([{ op: "put_agent", agent: agent(), create: false }]))).toBe(
+      "AGENT_NOT_FOUND",
+    );
+    const b = block();
+    await s.commit([{ op: "put_block", block: b, create: true }]);
+    expect(await code(s.commit([{ op: "put_block", block: { ...b, value: "x" }, create: false }]))).toBe(
+      "CONFLICT",
+    );
+    await s.commit([{ op: "put_block", block: { ...b, value: "v2", version: 2 }, create: false }]);
+    expect((await s.getBlock(b.id))!.value).toBe("v2");
+    expect(await code(s.commit([{ op: "put_block", block: { ...b, version: 2 }, create: false }]))).toBe(
+      "CONFLICT",
+    );
+    const t = tool({ name: "unique_name" });
+    await s.commit([{ op: "put_tool", tool: t, create: true }]);
+    expect(
+      await code(s.commit([{ op: "put_tool", tool: tool({ name: "unique_name" }), create: true }])),
+    ).toBe("CONFLICT");
+    expect(await code(s.commit([{ op: "attach_block", agent_id: a.id, block_id: "block-none" }]))).toBe(
+      "BLOCK_NOT_FOUND",
+    );
+    expect(await code(s.commit([{ op: "attach_tool", agent_id: "agent-none", tool_id: t.id }]))).toBe(
+      "AGENT_NOT_FOUND",
+    );
+    expect(await code(s.commit([{ op: "delete_block", block_id: "block-none" }]))).toBe("BLOCK_NOT_FOUND");
+  });
+
+  it("applies a commit whole or not at all", async () => {
+    const a = agent();
+    const b = block();
+    const failing: Mutation[] = [
+      { op: "put_agent", agent: a, create: true },
+      { op: "put_block", block: b, create: true },
+      { op: "attach_tool", agent_id: a.id, tool_id: "tool-missing" },
+    ];
+    expect(await code(s.commit(failing))).toBe("TOOL_NOT_FOUND");
+    expect(await s.getAgent(a.id)).toBeNull();
+    expect(await s.getBlock(b.id)).toBeNull();
+    expect(await s.countAgents()).toBe(0);
+  });
+
+  it("rejects a commit with a stale fencing token inside the transaction", async () => {
+    const a = agent();
+    await putAgent(a);
+    expect(await s.currentFence(a.id)).toBe(0);
+    const stale = await s.acquireFence(a.id);
+    const current = await s.acquireFence(a.id);
+    expect(stale).toBe(1);
+    expect(current).toBe(2);
+    const renamed = { ...a, name: "stale write" };
+    const err = await s
+      .commit([{ op: "put_agent", agent: renamed, create: false }], {
+        fence: { agent_id: a.id, token: stale },
+      })
+      .catch((e) => e);
+    expect(err).toBeInstanceOf(KelpieError);
+    expect(err.code).toBe("FENCED");
+    expect((await s.getAgent(a.id))!.name).toBe("a");
+    await s.commit([{ op: "put_agent", agent: { ...a, name: "fresh" }, create: false }], {
+      fence: { agent_id: a.id, token: current },
+    });
+    expect((await s.getAgent(a.id))!.name).toBe("fresh");
+    expect(await s.currentFence(a.id)).toBe(2);
+  });
+
+  it("paginates by cursor in the listing's order and ends on an empty page", async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const a = agent({ name: `p${i}` });
+      ids.push(a.id);
+      await putAgent(a);
+    }
+    const page = async (q: Partial<Parameters<Storage["listAgents"]>[0]>) =>
+      (await s.listAgents({ limit: 10, order: "asc", ...q })).map((a) => a.id);
+    expect(await page({})).toEqual(ids);
+    expect(await page({ order: "desc" })).toEqual([...ids].reverse());
+    expect(await page({ limit: 2 })).toEqual(ids.slice(0, 2));
+    expect(await page({ after: ids[1] })).toEqual(ids.slice(2));
+    expect(await page({ after: ids[3], order: "desc" })).toEqual([ids[2], ids[1], ids[0]]);
+    expect(await page({ before: ids[3] })).toEqual(ids.slice(0, 3));
+    expect(await page({ before: ids[1], order: "desc" })).toEqual([ids[4], ids[3], ids[2]]);
+    expect(await page({ after: ids[0], before: ids[3] })).toEqual([ids[1], ids[2]]);
+    expect(await page({ after: ids[4] })).toEqual([]);
+    const err = await s.listAgents({ limit: 1, order: "asc", after: "agent-unknown" }).catch((e) => e);
+    expect(err.code).toBe("VALIDATION");
+    expect(err.issues[0].loc).toEqual(["query", "after"]);
+    // Updating keeps an agent's position.
+    const first = (await s.getAgent(ids[0]!))!;
+    const { block_ids: _b, tool_ids: _t, ...stored } = first;
+    await s.commit([{ op: "put_agent", agent: { ...stored, name: "moved?" }, create: false }]);
+    expect(await page({})).toEqual(ids);
+  });
+
+  it("filters agents, blocks and tools", async () => {
+    await putAgent(agent({ name: "alpha", tags: ["red", "big"] }));
+    await putAgent(agent({ name: "Beta", tags: ["red"] }));
+    await putAgent(agent({ name: "gamma", tags: ["blue"] }));
+    const names = async (q: object) =>
+      (await s.listAgents({ limit: 10, order: "asc", ...q })).map((a) => a.name).sort();
+    expect(await names({ name: "Beta" })).toEqual(["Beta"]);
+    expect(await names({ query_text: "ET" })).toEqual(["Beta"]);
+    expect(await names({ tags: ["red"] })).toEqual(["Beta", "alpha"]);
+    expect(await names({ tags: ["red", "blue"] })).toEqual(["Beta", "alpha", "gamma"]);
+    expect(await names({ tags: ["red", "big"], match_all_tags: true })).toEqual(["alpha"]);
+    expect(await s.countAgents()).toBe(3);
+
+    await s.commit([
+      {
+        op: "put_block",
+        block: block({ label: "a", value: "Apple pie", description: "Fruit" }),
+        create: true,
+      },
+      {
+        op: "put_block",
+        block: block({ label: "b", value: "banana", is_template: true, template_name: "tpl" }),
+        create: true,
+      },
+    ]);
+    const labels = async (q: object) =>
+      (await s.listBlocks({ limit: 10, order: "asc", ...q })).map((b) => b.label).sort();
+    expect(await labels({ label: "a" })).toEqual(["a"]);
+    expect(await labels({ templates_only: true })).toEqual(["b"]);
+    expect(await labels({ name: "tpl" })).toEqual(["b"]);
+    expect(await labels({ value_search: "APPLE" })).toEqual(["a"]);
+    expect(await labels({ description_search: "fru" })).toEqual(["a"]);
+    expect(await labels({ label_search: "B" })).toEqual(["b"]);
+    expect(await s.countBlocks()).toBe(2);
+
+    const t1 = tool({ name: "search_web", tool_type: "custom" });
+    const t2 = tool({ name: "send_message", tool_type: "letta_core" });
+    await s.commit([
+      { op: "put_tool", tool: t1, create: true },
+      { op: "put_tool", tool: t2, create: true },
+    ]);
+    const tools = async (q: object) =>
+      (await s.listTools({ limit: 10, order: "asc", ...q })).map((t) => t.name).sort();
+    expect(await tools({ name: "search_web" })).toEqual(["search_web"]);
+    expect(await tools({ names: ["send_message", "nope"] })).toEqual(["send_message"]);
+    expect(await tools({ tool_ids: [t1.id] })).toEqual(["search_web"]);
+    expect(await tools({ search: "SEND" })).toEqual(["send_message"]);
+    expect(await tools({ tool_types: ["letta_core"] })).toEqual(["send_message"]);
+    expect(await tools({ exclude_tool_types: ["letta_core"] })).toEqual(["search_web"]);
+    expect(await s.countTools()).toBe(2);
+  });
+
+  it("cascades deletes and keeps shared blocks shared", async () => {
+    const a1 = agent();
+    const a2 = agent();
+    const shared = block();
+    const t = tool();
+    await s.commit([
+      { op: "put_agent", agent: a1, create: true },
+      { op: "put_agent", agent: a2, create: true },
+      { op: "put_block", block: shared, create: true },
+      { op: "put_tool", tool: t, create: true },
+      { op: "attach_block", agent_id: a1.id, block_id: shared.id },
+      { op: "attach_block", agent_id: a2.id, block_id: shared.id },
+      { op: "attach_tool", agent_id: a1.id, tool_id: t.id },
+      { op: "put_message", message: message(a1.id, "hello") },
+    ]);
+    expect(await s.listBlockAgentIds(shared.id)).toEqual([a1.id, a2.id]);
+    await s.acquireFence(a1.id);
+    await s.commit([{ op: "delete_agent", agent_id: a1.id }]);
+    expect(await s.getAgent(a1.id)).toBeNull();
+    expect(await s.countMessages(a1.id)).toBe(0);
+    expect(await s.currentFence(a1.id)).toBe(0);
+    expect(await s.listBlockAgentIds(shared.id)).toEqual([a2.id]);
+    expect(await s.getBlock(shared.id)).not.toBeNull();
+    await s.commit([{ op: "delete_block", block_id: shared.id }]);
+    expect((await s.getAgent(a2.id))!.block_ids).toEqual([]);
+    expect(await code(s.commit([{ op: "delete_agent", agent_id: a1.id }]))).toBe("AGENT_NOT_FOUND");
+  });
+
+  it("stores messages, runs and steps per agent and run", async () => {
+    const a = agent();
+    await putAgent(a);
+    const m1 = message(a.id, "one", { run_id: "run-1" });
+    const m2 = message(a.id, "two", {
+      role: "assistant",
+      run_id: "run-1",
+      tool_calls: [{ id: "call_1", type: "function", function: { name: "f", arguments: "{}" } }],
+    });
+    const m3 = message(a.id, "three");
+    await s.commit([m1, m2, m3].map((message) => ({ op: "put_message" as const, message })));
+    expect(await s.getMessage(m2.id)).toEqual(m2);
+    expect(await s.getMessages([m3.id, m1.id])).toEqual([m3, m1]);
+    expect((await s.listMessages(a.id, { limit: 10, order: "asc" })).map((m) => m.id)).toEqual([
+      m1.id,
+      m2.id,
+      m3.id,
+    ]);
+    expect((await s.listMessages(a.id, { limit: 2, order: "desc" })).map((m) => m.id)).toEqual([
+      m3.id,
+      m2.id,
+    ]);
+    expect((await s.listRunMessages("run-1", { limit: 10, order: "asc" })).map((m) => m.id)).toEqual([
+      m1.id,
+      m2.id,
+    ]);
+    expect(await s.countMessages(a.id)).toBe(3);
+    await s.commit([{ op: "delete_agent_messages", agent_id: a.id, except_ids: [m2.id] }]);
+    expect((await s.listMessages(a.id, { limit: 10, order: "asc" })).map((m) => m.id)).toEqual([m2.id]);
+    expect(await code(s.commit([{ op: "put_message", message: message("agent-none", "x") }]))).toBe(
+      "AGENT_NOT_FOUND",
+    );
+
+    const run = {
+      id: "run-1",
+      agent_id: a.id,
+      status: "running" as const,
+      stop_reason: null,
+      background: false,
+      metadata: {},
+      request_config: null,
+      usage: { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3, step_count: 1 },
+      error: null,
+      created_at_ms: 1,
+      completed_at_ms: null,
+    };
+    await s.commit([{ op: "put_run", run }]);
+    await s.commit([
+      { op: "put_run", run: { ...run, status: "completed", stop_reason: "end_turn", completed_at_ms: 9 } },
+    ]);
+    expect((await s.getRun("run-1"))!.status).toBe("completed");
+    expect((await s.listRuns(a.id, { limit: 10, order: "desc" })).map((r) => r.id)).toEqual(["run-1"]);
+    const step = {
+      id: "step-1",
+      run_id: "run-1",
+      agent_id: a.id,
+      provider: "openai",
+      model: "m",
+      stop_reason: null,
+      usage: { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 },
+      created_at_ms: 1,
+    };
+    await s.commit([{ op: "put_step", step }]);
+    expect(await s.listSteps("run-1")).toEqual([step]);
+  });
+}
