@@ -1,0 +1,43 @@
+// Stored messages → the provider-neutral conversation the LLM sees.
+import type { ChatMessage } from "../llm/types.ts";
+import type { MessageRecord } from "../storage/types.ts";
+
+export function textOf(message: MessageRecord): string {
+  return message.content
+    .filter((p): p is { type: "text"; text: string } => p.type === "text" && typeof p.text === "string")
+    .map((p) => p.text)
+    .join("");
+}
+
+export function toChatMessages(messages: MessageRecord[]): ChatMessage[] {
+  const out: ChatMessage[] = [];
+  for (const m of messages) {
+    switch (m.role) {
+      case "user":
+        out.push({ role: "user", text: textOf(m) });
+        break;
+      case "system":
+        // A system message inside the history (a summary, an alert) reaches every provider as user text.
+        out.push({ role: "user", text: textOf(m) });
+        break;
+      case "assistant":
+      case "approval":
+        out.push({
+          role: "assistant",
+          text: textOf(m),
+          toolCalls: (m.tool_calls ?? []).map((c) => ({ id: c.id, name: c.function.name, argsJson: c.function.arguments })),
+        });
+        break;
+      case "tool":
+        out.push({
+          role: "tool",
+          toolCallId: m.tool_call_id ?? "",
+          toolName: m.name ?? "",
+          content: textOf(m),
+          isError: m.is_err === true,
+        });
+        break;
+    }
+  }
+  return out;
+}
