@@ -3,12 +3,15 @@
 import type { FastifyInstance } from "fastify";
 import { AgentService } from "./agent/agents.ts";
 import { HandleModelResolver } from "./agent/models.ts";
+import { ToolRunners } from "./agent/tool-calls.ts";
 import { buildApp, type Services } from "./api/app.ts";
 import type { ServerConfig } from "./config.ts";
 import { type Clock, SystemClock } from "./core/clock.ts";
 import type { Env } from "./core/env.ts";
 import { type Rng, SystemRng } from "./core/rng.ts";
+import { type LlmProvidersConfig, llmConfigFromEnv } from "./llm/registry.ts";
 import { BlockService } from "./memory/block-service.ts";
+import { NO_TELEMETRY, type Telemetry } from "./observability/telemetry.ts";
 import { LocalPlacement } from "./runtime/placement.ts";
 import { Runtime } from "./runtime/runtime.ts";
 import { openStorage } from "./storage/open.ts";
@@ -24,16 +27,25 @@ export interface Kelpie {
 }
 
 /** Builds every service over an Env; the caller decides whether to listen. */
-export async function createKelpie(
-  env: Env,
-  options: { logger?: boolean | Record<string, unknown>; idleTimeoutMs?: number } = {},
-): Promise<Kelpie> {
+export interface KelpieOptions {
+  logger?: boolean | Record<string, unknown>;
+  idleTimeoutMs?: number;
+  /** Providers and keys; defaults to what the process environment configures. */
+  llm?: LlmProvidersConfig;
+  telemetry?: Telemetry;
+}
+
+export async function createKelpie(env: Env, options: KelpieOptions = {}): Promise<Kelpie> {
+  const telemetry = options.telemetry ?? NO_TELEMETRY;
+  const llm = options.llm ?? llmConfigFromEnv(process.env);
   const runtime = new Runtime({
     clock: env.clock,
     storage: env.storage,
     placement: new LocalPlacement(env.storage),
+    telemetry,
     ...(options.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: options.idleTimeoutMs }),
   });
+  const toolRunners = new ToolRunners();
   const tools = new ToolService(env);
   await tools.ensureBuiltins();
   const services: Services = {
@@ -42,6 +54,9 @@ export async function createKelpie(
     agents: new AgentService(env, runtime, new HandleModelResolver()),
     blocks: new BlockService(env),
     tools,
+    toolRunners,
+    telemetry,
+    llm,
     version: KELPIE_VERSION,
   };
   const app = buildApp(services, { logger: options.logger ?? false });

@@ -279,7 +279,7 @@ export class AgentService {
       }
       await storage.commit(mutations, { fence: ctx.fence });
       return this.view(agentId);
-    });
+    }, "update_agent");
   }
 
   private async relink(kind: "block" | "tool", agentId: string, current: string[], wanted: string[]) {
@@ -317,7 +317,7 @@ export class AgentService {
     await this.runtime.invoke(agentId, async (ctx) => {
       await this.env.storage.commit([{ op: "delete_agent", agent_id: agentId }], { fence: ctx.fence });
       ctx.deactivateAfter();
-    });
+    }, "delete_agent");
   }
 
   /** Attaches or detaches a block or tool, in the agent's mailbox. */
@@ -335,7 +335,7 @@ export class AgentService {
           : { op: op as "attach_tool" | "detach_tool", agent_id: agentId, tool_id: targetId };
       await this.env.storage.commit([mutation], { fence: ctx.fence });
       return this.view(agentId);
-    });
+    }, `${action}_${kind}`);
   }
 
   /** The agent's block with this label. */
@@ -354,7 +354,7 @@ export class AgentService {
       const next = updatedBlock(block, fields, this.env.clock.nowMs(), ["body"]);
       await this.env.storage.commit([{ op: "put_block", block: next, create: false }], { fence: ctx.fence });
       return next;
-    });
+    }, "update_block");
   }
 
   /** Whether a tool name is a Letta built-in (for schema rendering). */

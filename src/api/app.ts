@@ -2,9 +2,12 @@
 import { Ajv } from "ajv";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { AgentService } from "../agent/agents.ts";
+import type { ToolRunners } from "../agent/tool-calls.ts";
 import { REQUEST_BODY_BYTES_MAX } from "../core/constants.ts";
 import type { Env } from "../core/env.ts";
+import type { LlmProvidersConfig } from "../llm/registry.ts";
 import type { BlockService } from "../memory/block-service.ts";
+import type { Telemetry } from "../observability/telemetry.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { ToolService } from "../tools/tool-service.ts";
 import { agentsRoutes } from "./agents.ts";
@@ -20,6 +23,10 @@ export interface Services {
   agents: AgentService;
   blocks: BlockService;
   tools: ToolService;
+  /** Runners for tools the agent loop does not run itself (archival, sandboxed custom, MCP). */
+  toolRunners: ToolRunners;
+  telemetry: Telemetry;
+  llm: LlmProvidersConfig;
   version: string;
 }
 

@@ -8,6 +8,7 @@ import { assert } from "../core/assert.ts";
 import type { Clock, Timer } from "../core/clock.ts";
 import { ACTOR_IDLE_SWEEP_INTERVAL_MS, ACTOR_IDLE_TIMEOUT_MS, MAILBOX_DEPTH_MAX } from "../core/constants.ts";
 import { isKelpieError, KelpieError, notFound } from "../core/errors.ts";
+import { NO_TELEMETRY, type Telemetry } from "../observability/telemetry.ts";
 import type { Storage } from "../storage/types.ts";
 import type { Placement } from "./placement.ts";
 
@@ -25,6 +26,7 @@ export type Op<T> = (ctx: TurnContext) => Promise<T>;
 
 interface Envelope {
   run: Op<unknown>;
+  operation: string;
   resolve: (value: unknown) => void;
   reject: (err: unknown) => void;
 }
@@ -45,6 +47,7 @@ export interface RuntimeOptions {
   placement: Placement;
   idleTimeoutMs?: number;
   mailboxDepthMax?: number;
+  telemetry?: Telemetry;
 }
 
 export interface RuntimeStats {
@@ -61,6 +64,7 @@ export class Runtime {
   private readonly placement: Placement;
   private readonly idleTimeoutMs: number;
   private readonly mailboxDepthMax: number;
+  private readonly telemetry: Telemetry;
   private readonly activations = new Map<string, Activation>();
   private sweepTimer: Timer | null = null;
   private stopping = false;
@@ -77,6 +81,7 @@ export class Runtime {
     this.placement = options.placement;
     this.idleTimeoutMs = options.idleTimeoutMs ?? ACTOR_IDLE_TIMEOUT_MS;
     this.mailboxDepthMax = options.mailboxDepthMax ?? MAILBOX_DEPTH_MAX;
+    this.telemetry = options.telemetry ?? NO_TELEMETRY;
     assert(this.idleTimeoutMs > 0, "idle timeout must be positive");
     assert(this.mailboxDepthMax > 0, "mailbox depth must be positive");
   }
@@ -91,8 +96,8 @@ export class Runtime {
     this.sweepTimer = this.clock.setTimer(sweepMs, tick);
   }
 
-  /** Queues `op` in the agent's mailbox and resolves with its result. */
-  invoke<T>(agentId: string, op: Op<T>): Promise<T> {
+  /** Queues `op` in the agent's mailbox and resolves with its result; `operation` names it in metrics. */
+  invoke<T>(agentId: string, op: Op<T>, operation = "op"): Promise<T> {
     if (this.stopping) return Promise.reject(new KelpieError("SHUTTING_DOWN", "server is shutting down"));
     let activation = this.activations.get(agentId);
     if (activation === undefined) {
@@ -117,7 +122,12 @@ export class Runtime {
       );
     }
     return new Promise<T>((resolve, reject) => {
-      const envelope: Envelope = { run: op as Op<unknown>, resolve: resolve as (v: unknown) => void, reject };
+      const envelope: Envelope = {
+        run: op as Op<unknown>,
+        operation,
+        resolve: resolve as (v: unknown) => void,
+        reject,
+      };
       activation.queue ??= [];
       activation.queue.push(envelope);
       if (!activation.running) void this.drain(activation);
@@ -171,9 +181,21 @@ export class Runtime {
       },
     };
     this.counters.opsTotal++;
+    const startMs = this.clock.monotonicMs();
     try {
-      envelope.resolve(await envelope.run(ctx));
+      const result = await envelope.run(ctx);
+      this.telemetry.invocation({
+        operation: envelope.operation,
+        status: "ok",
+        durationMs: this.clock.monotonicMs() - startMs,
+      });
+      envelope.resolve(result);
     } catch (err) {
+      this.telemetry.invocation({
+        operation: envelope.operation,
+        status: "error",
+        durationMs: this.clock.monotonicMs() - startMs,
+      });
       // A fenced commit means another activation owns the agent now: this one must end.
       if (isKelpieError(err) && err.code === "FENCED") activation.deactivating = true;
       envelope.reject(err);
@@ -186,7 +208,7 @@ export class Runtime {
     this.remove(activation);
     void this.placement.release(activation.agentId, activation.token);
     for (const envelope of rest) {
-      this.invoke(activation.agentId, envelope.run).then(envelope.resolve, envelope.reject);
+      this.invoke(activation.agentId, envelope.run, envelope.operation).then(envelope.resolve, envelope.reject);
     }
   }
 
