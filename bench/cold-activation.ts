@@ -7,6 +7,7 @@ import { AgentService } from "../src/agent/agents.ts";
 import { HandleModelResolver } from "../src/agent/models.ts";
 import { SystemClock } from "../src/core/clock.ts";
 import { SystemRng } from "../src/core/rng.ts";
+import { llmConfigFromEnv } from "../src/llm/registry.ts";
 import { LocalPlacement } from "../src/runtime/placement.ts";
 import { Runtime } from "../src/runtime/runtime.ts";
 import { SqliteStorage } from "../src/storage/sqlite.ts";
@@ -28,7 +29,7 @@ export async function run(): Promise<Record<string, unknown>> {
   const clock = new SystemClock();
   const env = { clock, rng: new SystemRng(), storage };
   const runtime = new Runtime({ clock, storage, placement: new LocalPlacement(storage) });
-  const agents = new AgentService(env, runtime, new HandleModelResolver());
+  const agents = new AgentService(env, runtime, new HandleModelResolver(llmConfigFromEnv({})));
   const samplesMs: number[] = [];
   for (const id of ids) {
     const t0 = nowMs();

@@ -3,7 +3,10 @@
 import type { FastifyInstance } from "fastify";
 import { AgentService } from "./agent/agents.ts";
 import { HandleModelResolver } from "./agent/models.ts";
+import { ContextService } from "./agent/context.ts";
+import { MessageService } from "./agent/message-service.ts";
 import { ToolRunners } from "./agent/tool-calls.ts";
+import { TurnRunner } from "./agent/turn.ts";
 import { buildApp, type Services } from "./api/app.ts";
 import type { ServerConfig } from "./config.ts";
 import { type Clock, SystemClock } from "./core/clock.ts";
@@ -48,10 +51,14 @@ export async function createKelpie(env: Env, options: KelpieOptions = {}): Promi
   const toolRunners = new ToolRunners();
   const tools = new ToolService(env);
   await tools.ensureBuiltins();
+  const agents = new AgentService(env, runtime, new HandleModelResolver(llm));
+  const turns = new TurnRunner({ env, agents, llm, toolRunners, telemetry });
   const services: Services = {
     env,
     runtime,
-    agents: new AgentService(env, runtime, new HandleModelResolver()),
+    agents,
+    messages: new MessageService(env, runtime, turns),
+    context: new ContextService(env, agents, llm),
     blocks: new BlockService(env),
     tools,
     toolRunners,

@@ -234,52 +234,60 @@ export class AgentService {
   }
 
   async update(agentId: string, input: UpdateAgentInput): Promise<AgentView> {
-    return this.runtime.invoke(agentId, async (ctx) => {
-      const { storage, clock } = this.env;
-      const current = await storage.getAgent(agentId);
-      if (current === null) throw notFound("agent", agentId);
-      const { block_ids: currentBlockIds, tool_ids: currentToolIds, ...stored } = current;
-      const next = {
-        ...stored,
-        extra: { ...stored.extra, ...pickExtra(input) },
-        updated_at_ms: clock.nowMs(),
-      };
-      if (input.name !== undefined) next.name = input.name;
-      if (input.description !== undefined) next.description = input.description;
-      if (input.system !== undefined) next.system = input.system;
-      if (input.tags !== undefined) next.tags = uniqueInOrder(input.tags);
-      if (input.metadata !== undefined) next.metadata = input.metadata ?? {};
-      if (input.tool_rules !== undefined) next.tool_rules = input.tool_rules ?? [];
-      if (input.message_ids !== undefined) next.message_ids = input.message_ids;
-      if (input.model != null || input.llm_config != null || typeof input.context_window_limit === "number") {
-        next.llm_config = this.models.llmConfig(
-          input.model ?? undefined,
-          this.withLlmOverrides(
-            input.llm_config ?? (input.model ? undefined : (stored.llm_config ?? undefined)),
-            input,
-          ),
-        );
-      }
-      if (input.embedding != null || input.embedding_config != null) {
-        next.embedding_config = this.models.embeddingConfig(
-          input.embedding ?? undefined,
-          input.embedding_config ?? undefined,
-        );
-      }
-      const mutations: Mutation[] = [{ op: "put_agent", agent: next, create: false }];
-      if (input.block_ids !== undefined) {
-        mutations.push(
-          ...(await this.relink("block", agentId, currentBlockIds, uniqueInOrder(input.block_ids))),
-        );
-      }
-      if (input.tool_ids !== undefined) {
-        mutations.push(
-          ...(await this.relink("tool", agentId, currentToolIds, uniqueInOrder(input.tool_ids))),
-        );
-      }
-      await storage.commit(mutations, { fence: ctx.fence });
-      return this.view(agentId);
-    }, "update_agent");
+    return this.runtime.invoke(
+      agentId,
+      async (ctx) => {
+        const { storage, clock } = this.env;
+        const current = await storage.getAgent(agentId);
+        if (current === null) throw notFound("agent", agentId);
+        const { block_ids: currentBlockIds, tool_ids: currentToolIds, ...stored } = current;
+        const next = {
+          ...stored,
+          extra: { ...stored.extra, ...pickExtra(input) },
+          updated_at_ms: clock.nowMs(),
+        };
+        if (input.name !== undefined) next.name = input.name;
+        if (input.description !== undefined) next.description = input.description;
+        if (input.system !== undefined) next.system = input.system;
+        if (input.tags !== undefined) next.tags = uniqueInOrder(input.tags);
+        if (input.metadata !== undefined) next.metadata = input.metadata ?? {};
+        if (input.tool_rules !== undefined) next.tool_rules = input.tool_rules ?? [];
+        if (input.message_ids !== undefined) next.message_ids = input.message_ids;
+        if (
+          input.model != null ||
+          input.llm_config != null ||
+          typeof input.context_window_limit === "number"
+        ) {
+          next.llm_config = this.models.llmConfig(
+            input.model ?? undefined,
+            this.withLlmOverrides(
+              input.llm_config ?? (input.model ? undefined : (stored.llm_config ?? undefined)),
+              input,
+            ),
+          );
+        }
+        if (input.embedding != null || input.embedding_config != null) {
+          next.embedding_config = this.models.embeddingConfig(
+            input.embedding ?? undefined,
+            input.embedding_config ?? undefined,
+          );
+        }
+        const mutations: Mutation[] = [{ op: "put_agent", agent: next, create: false }];
+        if (input.block_ids !== undefined) {
+          mutations.push(
+            ...(await this.relink("block", agentId, currentBlockIds, uniqueInOrder(input.block_ids))),
+          );
+        }
+        if (input.tool_ids !== undefined) {
+          mutations.push(
+            ...(await this.relink("tool", agentId, currentToolIds, uniqueInOrder(input.tool_ids))),
+          );
+        }
+        await storage.commit(mutations, { fence: ctx.fence });
+        return this.view(agentId);
+      },
+      "update_agent",
+    );
   }
 
   private async relink(kind: "block" | "tool", agentId: string, current: string[], wanted: string[]) {
@@ -314,10 +322,14 @@ export class AgentService {
   }
 
   async delete(agentId: string): Promise<void> {
-    await this.runtime.invoke(agentId, async (ctx) => {
-      await this.env.storage.commit([{ op: "delete_agent", agent_id: agentId }], { fence: ctx.fence });
-      ctx.deactivateAfter();
-    }, "delete_agent");
+    await this.runtime.invoke(
+      agentId,
+      async (ctx) => {
+        await this.env.storage.commit([{ op: "delete_agent", agent_id: agentId }], { fence: ctx.fence });
+        ctx.deactivateAfter();
+      },
+      "delete_agent",
+    );
   }
 
   /** Attaches or detaches a block or tool, in the agent's mailbox. */
@@ -327,15 +339,19 @@ export class AgentService {
     action: "attach" | "detach",
     targetId: string,
   ): Promise<AgentView> {
-    return this.runtime.invoke(agentId, async (ctx) => {
-      const op = `${action}_${kind}` as const;
-      const mutation: Mutation =
-        kind === "block"
-          ? { op: op as "attach_block" | "detach_block", agent_id: agentId, block_id: targetId }
-          : { op: op as "attach_tool" | "detach_tool", agent_id: agentId, tool_id: targetId };
-      await this.env.storage.commit([mutation], { fence: ctx.fence });
-      return this.view(agentId);
-    }, `${action}_${kind}`);
+    return this.runtime.invoke(
+      agentId,
+      async (ctx) => {
+        const op = `${action}_${kind}` as const;
+        const mutation: Mutation =
+          kind === "block"
+            ? { op: op as "attach_block" | "detach_block", agent_id: agentId, block_id: targetId }
+            : { op: op as "attach_tool" | "detach_tool", agent_id: agentId, tool_id: targetId };
+        await this.env.storage.commit([mutation], { fence: ctx.fence });
+        return this.view(agentId);
+      },
+      `${action}_${kind}`,
+    );
   }
 
   /** The agent's block with this label. */
@@ -349,12 +365,18 @@ export class AgentService {
 
   /** Edits the agent's block with this label, in the agent's mailbox. */
   async updateBlockByLabel(agentId: string, label: string, fields: BlockFields): Promise<BlockRecord> {
-    return this.runtime.invoke(agentId, async (ctx) => {
-      const block = await this.blockByLabel(agentId, label);
-      const next = updatedBlock(block, fields, this.env.clock.nowMs(), ["body"]);
-      await this.env.storage.commit([{ op: "put_block", block: next, create: false }], { fence: ctx.fence });
-      return next;
-    }, "update_block");
+    return this.runtime.invoke(
+      agentId,
+      async (ctx) => {
+        const block = await this.blockByLabel(agentId, label);
+        const next = updatedBlock(block, fields, this.env.clock.nowMs(), ["body"]);
+        await this.env.storage.commit([{ op: "put_block", block: next, create: false }], {
+          fence: ctx.fence,
+        });
+        return next;
+      },
+      "update_block",
+    );
   }
 
   /** Whether a tool name is a Letta built-in (for schema rendering). */

@@ -25,7 +25,11 @@ export function toChatMessages(messages: MessageRecord[]): ChatMessage[] {
         out.push({
           role: "assistant",
           text: textOf(m),
-          toolCalls: (m.tool_calls ?? []).map((c) => ({ id: c.id, name: c.function.name, argsJson: c.function.arguments })),
+          toolCalls: (m.tool_calls ?? []).map((c) => ({
+            id: c.id,
+            name: c.function.name,
+            argsJson: c.function.arguments,
+          })),
         });
         break;
       case "tool":

@@ -1,7 +1,16 @@
 // Streams the value of one string field out of tool-call arguments that arrive as JSON text in
 // pieces (`{"message": "Hel` … `lo"}`), so send_message can be shown to the user token by token.
 
-const ESCAPES: Record<string, string> = { '"': '"', "\\": "\\", "/": "/", b: "\b", f: "\f", n: "\n", r: "\r", t: "\t" };
+const ESCAPES: Record<string, string> = {
+  '"': '"',
+  "\\": "\\",
+  "/": "/",
+  b: "\b",
+  f: "\f",
+  n: "\n",
+  r: "\r",
+  t: "\t",
+};
 
 export class JsonStringFieldStream {
   private buffer = "";

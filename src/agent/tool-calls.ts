@@ -64,13 +64,17 @@ function parseDateBound(value: unknown, end: boolean, field: string): number | u
 async function conversationSearch(args: Record<string, unknown>, ctx: ToolCallContext): Promise<string> {
   const query = typeof args.query === "string" ? args.query.toLowerCase() : "";
   const roles = Array.isArray(args.roles) ? (args.roles as string[]) : undefined;
-  const limit = args.limit === undefined || args.limit === null ? CONVERSATION_SEARCH_LIMIT_DEFAULT : Number(args.limit);
+  const limit =
+    args.limit === undefined || args.limit === null ? CONVERSATION_SEARCH_LIMIT_DEFAULT : Number(args.limit);
   if (!Number.isInteger(limit) || limit < 1 || limit > CONVERSATION_SEARCH_LIMIT_MAX) {
     throw new ToolError(`Argument 'limit' must be an integer from 1 to ${CONVERSATION_SEARCH_LIMIT_MAX}.`);
   }
   const startMs = parseDateBound(args.start_date, false, "start_date");
   const endMs = parseDateBound(args.end_date, true, "end_date");
-  const recent = await ctx.env.storage.listMessages(ctx.agentId, { limit: CONVERSATION_SEARCH_SCAN_MAX, order: "desc" });
+  const recent = await ctx.env.storage.listMessages(ctx.agentId, {
+    limit: CONVERSATION_SEARCH_SCAN_MAX,
+    order: "desc",
+  });
   const total = await ctx.env.storage.countMessages(ctx.agentId);
   const matches: MessageRecord[] = [];
   for (const m of recent) {

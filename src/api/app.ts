@@ -2,6 +2,8 @@
 import { Ajv } from "ajv";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { AgentService } from "../agent/agents.ts";
+import type { ContextService } from "../agent/context.ts";
+import type { MessageService } from "../agent/message-service.ts";
 import type { ToolRunners } from "../agent/tool-calls.ts";
 import { REQUEST_BODY_BYTES_MAX } from "../core/constants.ts";
 import type { Env } from "../core/env.ts";
@@ -15,6 +17,8 @@ import { blocksRoutes } from "./blocks.ts";
 import { installErrorHandler } from "./errors.ts";
 import { healthRoutes } from "./health.ts";
 import { messagesRoutes } from "./messages.ts";
+import { modelsRoutes } from "./models.ts";
+import { runsRoutes } from "./runs.ts";
 import { toolsRoutes } from "./tools.ts";
 
 export interface Services {
@@ -23,6 +27,8 @@ export interface Services {
   agents: AgentService;
   blocks: BlockService;
   tools: ToolService;
+  messages: MessageService;
+  context: ContextService;
   /** Runners for tools the agent loop does not run itself (archival, sandboxed custom, MCP). */
   toolRunners: ToolRunners;
   telemetry: Telemetry;
@@ -75,5 +81,7 @@ export function buildApp(services: Services, options: AppOptions = {}): FastifyI
   app.register(messagesRoutes, { prefix: "/v1/agents", services });
   app.register(blocksRoutes, { prefix: "/v1/blocks", services });
   app.register(toolsRoutes, { prefix: "/v1/tools", services });
+  app.register(runsRoutes, { prefix: "/v1/runs", services });
+  app.register(modelsRoutes, { prefix: "/v1/models", services });
   return app;
 }

@@ -2,7 +2,7 @@
 // inside; every field Letta's schemas require is present.
 import type { AgentView } from "../agent/agents.ts";
 import { isoDate } from "../agent/letta-messages.ts";
-import type { BlockRecord, ToolRecord } from "../storage/types.ts";
+import type { BlockRecord, RunRecord, ToolRecord } from "../storage/types.ts";
 
 export function presentBlock(block: BlockRecord): Record<string, unknown> {
   return {
@@ -118,5 +118,29 @@ export function presentAgent({ agent, blocks, tools }: AgentView): Record<string
     ...agent.extra,
     created_at: isoDate(agent.created_at_ms),
     updated_at: isoDate(agent.updated_at_ms),
+  };
+}
+
+export function presentRun(run: RunRecord): Record<string, unknown> {
+  return {
+    id: run.id,
+    agent_id: run.agent_id,
+    status: run.status,
+    background: run.background,
+    metadata: run.metadata,
+    request_config: run.request_config,
+    stop_reason: run.stop_reason,
+    created_at: isoDate(run.created_at_ms),
+    completed_at: run.completed_at_ms === null ? null : isoDate(run.completed_at_ms),
+    conversation_id: null,
+    base_template_id: null,
+    callback_url: null,
+    callback_sent_at: null,
+    callback_status_code: null,
+    callback_error: null,
+    ttft_ns: null,
+    total_duration_ns: null,
+    usage: run.usage,
+    error: run.error,
   };
 }

@@ -1,0 +1,230 @@
+// Sending messages to agents: turns Letta request bodies into input messages, runs the turn in
+// the agent's mailbox, and keeps the registry of runs in flight (for cancellation and async runs).
+import type { Env } from "../core/env.ts";
+import { invalidField, KelpieError } from "../core/errors.ts";
+import { newId } from "../core/ids.ts";
+import type { Runtime } from "../runtime/runtime.ts";
+import type { MessageContentPart, MessageRecord, RunRecord } from "../storage/types.ts";
+import type { LettaMessageOptions } from "./letta-messages.ts";
+import {
+  MAX_STEPS_DEFAULT,
+  MAX_STEPS_MAX,
+  type TurnEvent,
+  type TurnResult,
+  type TurnRunner,
+} from "./turn.ts";
+
+export const INPUT_MESSAGES_MAX = 256;
+export const INPUT_TEXT_CHARS_MAX = 1_000_000;
+
+/** One input message as Letta's MessageCreate carries it. */
+export interface MessageCreateInput {
+  role?: unknown;
+  content?: unknown;
+  name?: unknown;
+  otid?: unknown;
+  sender_id?: unknown;
+  type?: unknown;
+}
+
+export interface SendRequestBody {
+  messages?: MessageCreateInput[] | null;
+  input?: unknown;
+  role?: unknown;
+  content?: unknown;
+  max_steps?: number;
+  use_assistant_message?: boolean;
+  assistant_message_tool_name?: string;
+  assistant_message_tool_kwarg?: string;
+  stream_tokens?: boolean;
+  streaming?: boolean;
+  [key: string]: unknown;
+}
+
+export interface SendOptions {
+  streamTokens: boolean;
+  onEvent?: (event: TurnEvent) => void;
+  /** For agent-to-agent messages: who sent it. */
+  senderId?: string;
+}
+
+function contentParts(content: unknown, loc: (string | number)[]): MessageContentPart[] {
+  if (typeof content === "string") {
+    if (content.length > INPUT_TEXT_CHARS_MAX)
+      throw invalidField(loc, `must be at most ${INPUT_TEXT_CHARS_MAX} characters`);
+    return [{ type: "text", text: content }];
+  }
+  if (Array.isArray(content)) {
+    return content.map((part, i) => {
+      if (part === null || typeof part !== "object")
+        throw invalidField([...loc, i], "must be a content part object");
+      const p = part as Record<string, unknown>;
+      if (p.type === "text") {
+        if (typeof p.text !== "string") throw invalidField([...loc, i, "text"], "must be a string");
+        return { type: "text", text: p.text };
+      }
+      if (p.type === "image") return { ...(p as { type: string }) } as MessageContentPart;
+      throw invalidField(
+        [...loc, i, "type"],
+        `unsupported content part type '${String(p.type)}' (text, image)`,
+      );
+    });
+  }
+  throw invalidField(loc, "must be a string or a list of content parts");
+}
+
+export class MessageService {
+  private readonly active = new Map<string, { agentId: string; controller: AbortController }>();
+
+  constructor(
+    private readonly env: Env,
+    private readonly runtime: Runtime,
+    private readonly turns: TurnRunner,
+  ) {}
+
+  /** Validates a request body and builds the input messages (not yet stored). */
+  parseInput(agentId: string, body: SendRequestBody, runId: string, senderId?: string): MessageRecord[] {
+    let inputs: MessageCreateInput[];
+    // Where each input's fields sit in the request, for errors that name them.
+    let locOf: (i: number) => (string | number)[];
+    if (Array.isArray(body.messages) && body.messages.length > 0) {
+      inputs = body.messages;
+      locOf = (i) => ["body", "messages", i];
+    } else if (body.input !== undefined && body.input !== null) {
+      inputs = [{ role: "user", content: body.input }];
+      locOf = () => ["body", "input"];
+    } else if (body.content !== undefined) {
+      // The Kelpie seed's shorthand: {"role": "user", "content": "..."}.
+      inputs = [{ role: body.role ?? "user", content: body.content }];
+      locOf = () => ["body"];
+    } else {
+      throw invalidField(
+        ["body", "messages"],
+        "give at least one message (messages, input, or role+content)",
+        "missing",
+      );
+    }
+    if (inputs.length > INPUT_MESSAGES_MAX) {
+      throw invalidField(["body", "messages"], `at most ${INPUT_MESSAGES_MAX} messages per request`);
+    }
+    const nowMs = this.env.clock.nowMs();
+    return inputs.map((m, i) => {
+      const at = locOf(i);
+      if (m === null || typeof m !== "object") throw invalidField(at, "must be a message object");
+      const role = m.role ?? "user";
+      if (role !== "user" && role !== "system")
+        throw invalidField([...at, "role"], "must be 'user' or 'system'");
+      return {
+        id: newId("message", this.env.rng),
+        agent_id: agentId,
+        role,
+        content: contentParts(m.content, at[1] === "input" ? at : [...at, "content"]),
+        name: typeof m.name === "string" ? m.name : null,
+        tool_calls: null,
+        tool_call_id: null,
+        tool_returns: null,
+        step_id: null,
+        run_id: runId,
+        model: null,
+        otid: typeof m.otid === "string" ? m.otid : null,
+        sender_id: senderId ?? (typeof m.sender_id === "string" ? m.sender_id : null),
+        group_id: null,
+        is_err: null,
+        created_at_ms: nowMs,
+      };
+    });
+  }
+
+  static maxSteps(body: SendRequestBody): number {
+    const maxSteps = body.max_steps ?? MAX_STEPS_DEFAULT;
+    if (!Number.isInteger(maxSteps) || maxSteps < 1 || maxSteps > MAX_STEPS_MAX) {
+      throw invalidField(["body", "max_steps"], `must be an integer from 1 to ${MAX_STEPS_MAX}`);
+    }
+    return maxSteps;
+  }
+
+  static messageOptions(body: SendRequestBody): LettaMessageOptions {
+    return {
+      useAssistantMessage: body.use_assistant_message ?? true,
+      assistantMessageToolName: body.assistant_message_tool_name ?? "send_message",
+      assistantMessageToolKwarg: body.assistant_message_tool_kwarg ?? "message",
+    };
+  }
+
+  /** Sends messages and runs the turn; resolves when the turn is committed and over. */
+  async send(
+    agentId: string,
+    body: SendRequestBody,
+    options: SendOptions,
+    runCreated?: RunRecord,
+  ): Promise<TurnResult> {
+    const runId = runCreated?.id ?? newId("run", this.env.rng);
+    const input = this.parseInput(agentId, body, runId, options.senderId);
+    const maxSteps = MessageService.maxSteps(body);
+    const messageOptions = MessageService.messageOptions(body);
+    const controller = new AbortController();
+    this.active.set(runId, { agentId, controller });
+    try {
+      return await this.runtime.invoke(
+        agentId,
+        (ctx) =>
+          this.turns.run(ctx, {
+            runId,
+            input,
+            maxSteps,
+            streamTokens: options.streamTokens,
+            messageOptions,
+            signal: controller.signal,
+            ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+            ...(runCreated ? { runCreated } : {}),
+            requestConfig: { max_steps: maxSteps, use_assistant_message: messageOptions.useAssistantMessage },
+          }),
+        "send_message",
+      );
+    } finally {
+      this.active.delete(runId);
+    }
+  }
+
+  /** Creates the run record now and runs the turn in the background. */
+  async sendAsync(agentId: string, body: SendRequestBody): Promise<RunRecord> {
+    const run: RunRecord = {
+      id: newId("run", this.env.rng),
+      agent_id: agentId,
+      status: "created",
+      stop_reason: null,
+      background: true,
+      metadata: {},
+      request_config: null,
+      usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, step_count: 0 },
+      error: null,
+      created_at_ms: this.env.clock.nowMs(),
+      completed_at_ms: null,
+    };
+    // Validate before acknowledging anything.
+    this.parseInput(agentId, body, run.id);
+    MessageService.maxSteps(body);
+    if ((await this.env.storage.getAgent(agentId)) === null) {
+      throw new KelpieError("AGENT_NOT_FOUND", `Agent ${agentId} not found`);
+    }
+    await this.env.storage.commit([{ op: "put_run", run }]);
+    void this.send(agentId, body, { streamTokens: false }, run).catch(() => {});
+    return run;
+  }
+
+  /** Cancels the agent's runs in flight (all, or those named); returns the ids cancelled. */
+  cancel(agentId: string, runIds?: string[]): string[] {
+    const cancelled: string[] = [];
+    for (const [runId, entry] of this.active) {
+      if (entry.agentId !== agentId) continue;
+      if (runIds !== undefined && !runIds.includes(runId)) continue;
+      entry.controller.abort(new KelpieError("CANCELLED", `run ${runId} was cancelled`));
+      cancelled.push(runId);
+    }
+    return cancelled;
+  }
+
+  activeRunsCount(): number {
+    return this.active.size;
+  }
+}

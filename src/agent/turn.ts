@@ -1,0 +1,689 @@
+// The agent loop (one turn): for each step, assemble the prompt (system + every core block +
+// memory metadata + in-context messages), call the model, run its tool calls, and commit the
+// step — messages, block edits, usage, step and run records — in one fenced transaction before
+// anything about it is announced. Steps repeat while the model asks for them (a heartbeat for
+// memgpt-style agents, any tool call for letta_v1/react agents), up to max_steps.
+import type { Env } from "../core/env.ts";
+import { isKelpieError, KelpieError } from "../core/errors.ts";
+import { newId } from "../core/ids.ts";
+import { type LlmProvidersConfig, resolveLlm } from "../llm/registry.ts";
+import { countPromptTokens } from "../llm/tokens.ts";
+import type { ChatEvent, ChatRequest, ChatResult, LlmProvider, ToolSpec } from "../llm/types.ts";
+import type { Telemetry } from "../observability/telemetry.ts";
+import type { TurnContext } from "../runtime/runtime.ts";
+import type {
+  MessageRecord,
+  Mutation,
+  RunRecord,
+  StepRecord,
+  ToolCallRecord,
+  ToolRecord,
+} from "../storage/types.ts";
+import { usesHeartbeats, withHeartbeat } from "../tools/builtins.ts";
+import { CoreMemory } from "../tools/memory-tools.ts";
+import type { AgentService } from "./agents.ts";
+import { toChatMessages } from "./history.ts";
+import { type LettaMessage, type LettaMessageOptions, toLettaMessages } from "./letta-messages.ts";
+import { compileSystemMessage } from "./prompt.ts";
+import { JsonStringFieldStream } from "./stream-args.ts";
+import {
+  CONTEXT_KEEP_FRACTION,
+  CONTEXT_SUMMARIZE_AT_FRACTION,
+  chooseCut,
+  summarizeMessages,
+  summaryMessageText,
+} from "./summarize.ts";
+import { runToolCall, type ToolRunners } from "./tool-calls.ts";
+
+export const MAX_STEPS_DEFAULT = 50;
+export const MAX_STEPS_MAX = 1_000;
+export const TOOL_ARGS_CHARS_MAX = 1_000_000;
+
+export type StopReason =
+  | "end_turn"
+  | "max_steps"
+  | "error"
+  | "llm_api_error"
+  | "invalid_tool_call"
+  | "cancelled"
+  | "context_window_overflow_in_system_prompt";
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  step_count: number;
+}
+
+/** What the caller sees while the turn runs (SSE): whole messages after each commit, or token chunks. */
+export type TurnEvent = { type: "message"; message: LettaMessage } | { type: "chunk"; message: LettaMessage };
+
+export interface TurnRequest {
+  runId: string;
+  /** The new input messages (role user or system), not yet stored. */
+  input: MessageRecord[];
+  maxSteps: number;
+  streamTokens: boolean;
+  messageOptions: LettaMessageOptions;
+  signal: AbortSignal;
+  onEvent?: (event: TurnEvent) => void;
+  /** Set when the run record was already committed (async runs). */
+  runCreated?: RunRecord;
+  requestConfig?: Record<string, unknown>;
+}
+
+export interface TurnResult {
+  runId: string;
+  messages: LettaMessage[];
+  stopReason: StopReason;
+  usage: Usage;
+  /** Set when the turn ended on an error; steps committed before it stay committed. */
+  error?: KelpieError;
+}
+
+export interface TurnDeps {
+  env: Env;
+  agents: AgentService;
+  llm: LlmProvidersConfig;
+  toolRunners: ToolRunners;
+  telemetry: Telemetry;
+  /** Overrides the provider for every agent (tests, simulation). */
+  providerOverride?: LlmProvider;
+}
+
+interface StepOutcome {
+  stop: StopReason | null;
+  messages: MessageRecord[];
+}
+
+function parseArgs(json: string): Record<string, unknown> | string {
+  if (json.length > TOOL_ARGS_CHARS_MAX)
+    return `arguments are ${json.length} characters (max ${TOOL_ARGS_CHARS_MAX})`;
+  if (json.trim() === "") return {};
+  try {
+    const value: unknown = JSON.parse(json);
+    if (value === null || typeof value !== "object" || Array.isArray(value))
+      return "arguments must be a JSON object";
+    return value as Record<string, unknown>;
+  } catch (err) {
+    return `arguments are not valid JSON (${(err as Error).message})`;
+  }
+}
+
+/** Letta's package_function_response: what the model reads back from a tool. */
+function packToolReturn(ok: boolean, value: string, nowMs: number): string {
+  return JSON.stringify({
+    status: ok ? "OK" : "Failed",
+    message: value,
+    time: new Date(nowMs).toISOString(),
+  });
+}
+
+function toolSpecs(tools: ToolRecord[], agentType: string): ToolSpec[] {
+  const heartbeat = usesHeartbeats(agentType);
+  return tools.flatMap((tool) => {
+    const schema = tool.json_schema as {
+      name?: string;
+      description?: string;
+      parameters?: Record<string, unknown>;
+    } | null;
+    if (schema === null || typeof schema !== "object") return [];
+    const parameters = (schema.parameters ?? { type: "object", properties: {}, required: [] }) as {
+      type: "object";
+      properties: Record<string, unknown>;
+      required: string[];
+    };
+    const full = {
+      name: tool.name,
+      description: schema.description ?? tool.description ?? "",
+      parameters: {
+        ...parameters,
+        properties: parameters.properties ?? {},
+        required: parameters.required ?? [],
+      },
+    };
+    const final = heartbeat ? withHeartbeat(full) : full;
+    return [{ name: final.name, description: final.description, parameters: final.parameters }];
+  });
+}
+
+export class TurnRunner {
+  constructor(private readonly deps: TurnDeps) {}
+
+  private provider(llmConfig: Record<string, unknown> | null): {
+    provider: LlmProvider;
+    model: string;
+    providerName: string;
+    contextWindow: number;
+    maxTokens: number | undefined;
+    temperature: number | undefined;
+  } {
+    if (llmConfig === null) throw new KelpieError("LLM_NOT_CONFIGURED", "the agent has no llm_config");
+    const { model, provider } = resolveLlm(llmConfig, this.deps.llm, {
+      clock: this.deps.env.clock,
+      rng: this.deps.env.rng.fork("llm"),
+    });
+    return {
+      provider: this.deps.providerOverride ?? provider,
+      model: model.model,
+      providerName: model.providerName,
+      contextWindow: model.contextWindowTokens,
+      maxTokens: model.maxTokens,
+      temperature: model.temperature,
+    };
+  }
+
+  /** Runs one turn inside the agent's mailbox. */
+  async run(ctx: TurnContext, request: TurnRequest): Promise<TurnResult> {
+    const { env } = this.deps;
+    const usage: Usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, step_count: 0 };
+    const produced: LettaMessage[] = [];
+    let run: RunRecord = request.runCreated ?? {
+      id: request.runId,
+      agent_id: ctx.agentId,
+      status: "running",
+      stop_reason: null,
+      background: false,
+      metadata: {},
+      request_config: request.requestConfig ?? null,
+      usage,
+      error: null,
+      created_at_ms: env.clock.nowMs(),
+      completed_at_ms: null,
+    };
+    run = { ...run, status: "running" };
+    let pendingInput = request.input;
+    let stopReason: StopReason | null = null;
+    try {
+      while (stopReason === null) {
+        if (request.signal.aborted) {
+          stopReason = "cancelled";
+          break;
+        }
+        const outcome = await this.step(ctx, request, pendingInput, run, usage, produced);
+        pendingInput = [];
+        stopReason = outcome.stop;
+      }
+      if (stopReason === "cancelled" && usage.step_count === 0 && pendingInput.length > 0) {
+        // Cancelled before anything was committed: record the run, keep the agent untouched.
+        await this.finishRun(ctx, run, usage, "cancelled", null);
+      } else if (stopReason === "cancelled") {
+        await this.finishRun(ctx, run, usage, "cancelled", null);
+      }
+      return { runId: run.id, messages: produced, stopReason, usage };
+    } catch (err) {
+      const error = isKelpieError(err)
+        ? err
+        : new KelpieError("INTERNAL", `agent step failed: ${(err as Error).message}`, { cause: err });
+      const reason: StopReason =
+        error.code === "CANCELLED"
+          ? "cancelled"
+          : error.code === "LLM_ERROR" || error.code === "LLM_NOT_CONFIGURED"
+            ? "llm_api_error"
+            : "error";
+      if (error.code !== "FENCED") {
+        await this.finishRun(ctx, run, usage, reason, error.message).catch(() => {});
+      }
+      return { runId: run.id, messages: produced, stopReason: reason, usage, error };
+    }
+  }
+
+  private async finishRun(
+    ctx: TurnContext,
+    run: RunRecord,
+    usage: Usage,
+    stop: StopReason,
+    error: string | null,
+  ): Promise<void> {
+    const status = stop === "cancelled" ? "cancelled" : error !== null ? "failed" : "completed";
+    await this.deps.env.storage.commit(
+      [
+        {
+          op: "put_run",
+          run: {
+            ...run,
+            status,
+            stop_reason: stop,
+            usage: { ...usage },
+            error,
+            completed_at_ms: this.deps.env.clock.nowMs(),
+          },
+        },
+      ],
+      { fence: ctx.fence },
+    );
+  }
+
+  private async step(
+    ctx: TurnContext,
+    request: TurnRequest,
+    pendingInput: MessageRecord[],
+    run: RunRecord,
+    usage: Usage,
+    produced: LettaMessage[],
+  ): Promise<StepOutcome> {
+    const { env, agents, telemetry } = this.deps;
+    const view = await agents.view(ctx.agentId);
+    const agent = view.agent;
+    const llm = this.provider(agent.llm_config);
+    const memory = new CoreMemory(view.blocks, agent.id, () => env.clock.nowMs(), env.rng.fork("memory"));
+    let inContext = await env.storage.getMessages(agent.message_ids);
+    const tools = toolSpecs(view.tools, agent.agent_type);
+
+    const buildRequest = (history: MessageRecord[]): ChatRequest => ({
+      model: llm.model,
+      system: compileSystemMessage(agent.system, memory.list(), {
+        nowMs: env.clock.nowMs(),
+        blocksUpdatedAtMs: Math.max(0, ...memory.list().map((b) => b.updated_at_ms)),
+        recallMessagesCount: agent.message_ids.length,
+        archivalPassagesCount: 0,
+      }),
+      messages: toChatMessages(history),
+      tools,
+      toolChoice: tools.length > 0 ? "auto" : "none",
+      ...(llm.maxTokens === undefined ? {} : { maxTokens: llm.maxTokens }),
+      ...(llm.temperature === undefined ? {} : { temperature: llm.temperature }),
+    });
+
+    // Keep the prompt inside the context window: summarize the oldest messages when it is not.
+    let chatRequest = buildRequest([...inContext, ...pendingInput]);
+    const count = (req: ChatRequest) =>
+      countPromptTokens({
+        providerName: llm.providerName,
+        model: llm.model,
+        system: req.system,
+        messages: req.messages,
+        tools: req.tools,
+      }).totalTokens;
+    let promptTokens = count(chatRequest);
+    if (promptTokens > llm.contextWindow * CONTEXT_SUMMARIZE_AT_FRACTION && inContext.length > 1) {
+      inContext = await this.compact(ctx, agent.message_ids, inContext, llm, request.signal);
+      chatRequest = buildRequest([...inContext, ...pendingInput]);
+      promptTokens = count(chatRequest);
+    }
+    if (promptTokens > llm.contextWindow) {
+      throw new KelpieError(
+        "BAD_REQUEST",
+        `the prompt needs ${promptTokens} tokens but the context window is ${llm.contextWindow} (system prompt, memory blocks and the newest messages alone do not fit)`,
+      );
+    }
+
+    const stepId = newId("step", env.rng);
+    const assistantId = newId("message", env.rng);
+    const startMs = env.clock.monotonicMs();
+    let result: ChatResult;
+    try {
+      result = await telemetry.span("llm.call", { model: llm.model, provider: llm.providerName }, () =>
+        request.streamTokens && request.onEvent
+          ? this.streamCall(llm.provider, chatRequest, request, assistantId, stepId, agent.agent_type)
+          : llm.provider.complete(chatRequest, request.signal),
+      );
+    } catch (err) {
+      telemetry.llmCall({
+        provider: llm.providerName,
+        model: llm.model,
+        durationMs: env.clock.monotonicMs() - startMs,
+        inputTokens: 0,
+        outputTokens: 0,
+        ok: false,
+        errorCode: isKelpieError(err) ? err.code : "INTERNAL",
+      });
+      throw err;
+    }
+    telemetry.llmCall({
+      provider: llm.providerName,
+      model: llm.model,
+      durationMs: env.clock.monotonicMs() - startMs,
+      inputTokens: result.usage.inputTokens,
+      outputTokens: result.usage.outputTokens,
+      ok: true,
+    });
+
+    const nowMs = env.clock.nowMs();
+    const base = {
+      agent_id: agent.id,
+      name: null,
+      tool_returns: null,
+      step_id: stepId,
+      run_id: run.id,
+      model: llm.model,
+      otid: null,
+      sender_id: null,
+      group_id: null,
+      is_err: null,
+    };
+    const toolCalls: ToolCallRecord[] = result.toolCalls.map((c) => ({
+      id: c.id,
+      type: "function",
+      function: { name: c.name, arguments: c.argsJson },
+    }));
+    const assistant: MessageRecord = {
+      ...base,
+      id: assistantId,
+      role: "assistant",
+      content: [
+        ...(result.reasoning ? [{ type: "reasoning", reasoning: result.reasoning, is_native: true }] : []),
+        ...(result.text.length > 0 ? [{ type: "text" as const, text: result.text }] : []),
+      ],
+      tool_calls: toolCalls.length > 0 ? toolCalls : null,
+      tool_call_id: null,
+      created_at_ms: nowMs,
+    };
+
+    // Run the tool calls in order; memory edits land in `memory` and commit with the step.
+    const toolMessages: MessageRecord[] = [];
+    let heartbeat = false;
+    let failed = false;
+    let sentMessage = false;
+    const toolsByName = new Map(view.tools.map((t) => [t.name, t]));
+    for (const call of result.toolCalls) {
+      const parsed = parseArgs(call.argsJson);
+      let ok: boolean;
+      let value: string;
+      const toolStartMs = env.clock.monotonicMs();
+      if (typeof parsed === "string") {
+        ok = false;
+        value = `Error: ${call.name} ${parsed}`;
+      } else {
+        if (parsed.request_heartbeat === true) heartbeat = true;
+        const { request_heartbeat: _beat, ...args } = parsed;
+        const output = await telemetry.span("tool.run", { tool: call.name }, () =>
+          runToolCall(
+            call.name,
+            args,
+            {
+              env,
+              agentId: agent.id,
+              runId: run.id,
+              memory,
+              tool: toolsByName.get(call.name),
+              signal: request.signal,
+            },
+            this.deps.toolRunners,
+          ),
+        );
+        ok = output.ok;
+        value = output.value;
+        if (call.name === "send_message" && ok) sentMessage = true;
+      }
+      const tool = toolsByName.get(call.name);
+      telemetry.toolRun({
+        tool: call.name,
+        toolType: tool?.tool_type ?? "unknown",
+        sandbox: tool?.tool_type === "custom" ? "sandbox" : "builtin",
+        durationMs: env.clock.monotonicMs() - toolStartMs,
+        ok,
+      });
+      if (!ok) failed = true;
+      const limit = tool?.return_char_limit ?? Number.POSITIVE_INFINITY;
+      if (value.length > limit) {
+        value = `${value.slice(0, limit)}\n[truncated by Kelpie: ${limit} of ${value.length} characters shown; the tool's return_char_limit is ${limit}]`;
+      }
+      toolMessages.push({
+        ...base,
+        id: newId("message", env.rng),
+        role: "tool",
+        name: call.name,
+        content: [{ type: "text", text: packToolReturn(ok, value, env.clock.nowMs()) }],
+        tool_calls: null,
+        tool_call_id: call.id,
+        is_err: ok ? null : true,
+        created_at_ms: env.clock.nowMs(),
+      });
+    }
+
+    // Decide whether the loop continues.
+    usage.step_count++;
+    usage.prompt_tokens += result.usage.inputTokens;
+    usage.completion_tokens += result.usage.outputTokens;
+    usage.total_tokens += result.usage.totalTokens;
+    let stop: StopReason | null;
+    if (request.signal.aborted) stop = "cancelled";
+    else if (result.toolCalls.length === 0) stop = "end_turn";
+    else if (usesHeartbeats(agent.agent_type)) stop = heartbeat || failed ? null : "end_turn";
+    else stop = sentMessage && !heartbeat ? "end_turn" : null;
+    if (stop === null && usage.step_count >= request.maxSteps) stop = "max_steps";
+
+    const stepMessages = [...pendingInput, assistant, ...toolMessages];
+    const step: StepRecord = {
+      id: stepId,
+      run_id: run.id,
+      agent_id: agent.id,
+      provider: llm.providerName,
+      model: llm.model,
+      stop_reason: stop,
+      usage: {
+        prompt_tokens: result.usage.inputTokens,
+        completion_tokens: result.usage.outputTokens,
+        total_tokens: result.usage.totalTokens,
+      },
+      created_at_ms: nowMs,
+    };
+    const finished = stop !== null;
+    const { block_ids: _b, tool_ids: _t, ...storedAgent } = agent;
+    const mutations: Mutation[] = [
+      ...stepMessages.map((message): Mutation => ({ op: "put_message", message })),
+      ...memory.mutations(),
+      {
+        op: "put_agent",
+        create: false,
+        agent: {
+          ...storedAgent,
+          message_ids: [...inContext.map((m) => m.id), ...stepMessages.map((m) => m.id)],
+          extra: finished ? { ...storedAgent.extra, last_stop_reason: stop } : storedAgent.extra,
+          updated_at_ms: nowMs,
+        },
+      },
+      { op: "put_step", step },
+      {
+        op: "put_run",
+        run: {
+          ...run,
+          status: finished ? (stop === "cancelled" ? "cancelled" : "completed") : "running",
+          stop_reason: stop,
+          usage: { ...usage },
+          completed_at_ms: finished ? nowMs : null,
+        },
+      },
+    ];
+    await env.storage.commit(mutations, { fence: ctx.fence });
+
+    // Committed: now the step may be announced.
+    const announced = [assistant, ...toolMessages].flatMap((m) => toLettaMessages(m, request.messageOptions));
+    produced.push(...announced);
+    if (request.onEvent) {
+      for (const message of announced) {
+        // With token streaming the assistant's words and calls were already sent as chunks.
+        if (request.streamTokens && message.id === assistantId) continue;
+        request.onEvent({ type: "message", message });
+      }
+    }
+    return { stop, messages: stepMessages };
+  }
+
+  /** Summarizes the oldest in-context messages and commits the shorter context. */
+  private async compact(
+    ctx: TurnContext,
+    messageIds: string[],
+    inContext: MessageRecord[],
+    llm: { provider: LlmProvider; model: string; providerName: string; contextWindow: number },
+    signal: AbortSignal,
+  ): Promise<MessageRecord[]> {
+    const { env } = this.deps;
+    const tokensOf = (m: MessageRecord) =>
+      countPromptTokens({
+        providerName: llm.providerName,
+        model: llm.model,
+        system: "",
+        messages: toChatMessages([m]),
+        tools: [],
+      }).totalTokens;
+    const cut = chooseCut(inContext, tokensOf, Math.floor(llm.contextWindow * CONTEXT_KEEP_FRACTION));
+    if (cut <= 0) return inContext;
+    const hidden = inContext.slice(0, cut);
+    const kept = inContext.slice(cut);
+    const summary = await summarizeMessages(llm.provider, llm.model, hidden, signal);
+    const nowMs = env.clock.nowMs();
+    const summaryMessage: MessageRecord = {
+      id: newId("message", env.rng),
+      agent_id: ctx.agentId,
+      role: "user",
+      content: [
+        { type: "text", text: summaryMessageText(hidden.length, summary, new Date(nowMs).toISOString()) },
+      ],
+      name: null,
+      tool_calls: null,
+      tool_call_id: null,
+      tool_returns: null,
+      step_id: null,
+      run_id: null,
+      model: llm.model,
+      otid: null,
+      sender_id: null,
+      group_id: null,
+      is_err: null,
+      created_at_ms: nowMs,
+    };
+    const agent = await env.storage.getAgent(ctx.agentId);
+    if (agent === null) throw new KelpieError("AGENT_NOT_FOUND", `Agent ${ctx.agentId} not found`);
+    const { block_ids: _b, tool_ids: _t, ...stored } = agent;
+    const keptIds = new Set(kept.map((m) => m.id));
+    await env.storage.commit(
+      [
+        { op: "put_message", message: summaryMessage },
+        {
+          op: "put_agent",
+          create: false,
+          agent: {
+            ...stored,
+            message_ids: [summaryMessage.id, ...messageIds.filter((id) => keptIds.has(id))],
+            updated_at_ms: nowMs,
+          },
+        },
+      ],
+      { fence: ctx.fence },
+    );
+    return [summaryMessage, ...kept];
+  }
+
+  /** Streams one model call, forwarding token chunks in Letta's message shapes, and returns the whole result. */
+  private async streamCall(
+    provider: LlmProvider,
+    chatRequest: ChatRequest,
+    request: TurnRequest,
+    assistantId: string,
+    stepId: string,
+    agentType: string,
+  ): Promise<ChatResult> {
+    const emit = request.onEvent!;
+    const options = request.messageOptions;
+    const date = new Date(this.deps.env.clock.nowMs()).toISOString();
+    const base = { id: assistantId, date, step_id: stepId, run_id: request.runId, otid: null, name: null };
+    // memgpt-style agents think in text and speak through send_message; others speak in text.
+    const textIsSpeech = !usesHeartbeats(agentType);
+    let text = "";
+    let reasoning = "";
+    const calls = new Map<number, { id: string; name: string; args: string; said?: JsonStringFieldStream }>();
+    let finish: Extract<ChatEvent, { type: "finish" }> | undefined;
+    for await (const event of provider.stream(chatRequest, request.signal)) {
+      switch (event.type) {
+        case "text-delta":
+          text += event.delta;
+          emit({
+            type: "chunk",
+            message: textIsSpeech
+              ? { ...base, message_type: "assistant_message", content: event.delta }
+              : {
+                  ...base,
+                  message_type: "reasoning_message",
+                  source: "non_reasoner_model",
+                  reasoning: event.delta,
+                },
+          });
+          break;
+        case "reasoning-delta":
+          reasoning += event.delta;
+          emit({
+            type: "chunk",
+            message: {
+              ...base,
+              message_type: "reasoning_message",
+              source: "reasoner_model",
+              reasoning: event.delta,
+            },
+          });
+          break;
+        case "tool-call-start": {
+          const speaking = options.useAssistantMessage && event.toolName === options.assistantMessageToolName;
+          calls.set(event.index, {
+            id: event.id,
+            name: event.toolName,
+            args: "",
+            ...(speaking ? { said: new JsonStringFieldStream(options.assistantMessageToolKwarg) } : {}),
+          });
+          if (!speaking) {
+            const toolCall = { name: event.toolName, arguments: "", tool_call_id: event.id };
+            emit({
+              type: "chunk",
+              message: {
+                ...base,
+                message_type: "tool_call_message",
+                tool_call: toolCall,
+                tool_calls: [toolCall],
+              },
+            });
+          }
+          break;
+        }
+        case "tool-call-delta": {
+          const call = calls.get(event.index);
+          if (call === undefined) break;
+          call.args += event.argsDelta;
+          if (call.said) {
+            const piece = call.said.push(event.argsDelta);
+            if (piece.length > 0)
+              emit({
+                type: "chunk",
+                message: { ...base, message_type: "assistant_message", content: piece },
+              });
+          } else {
+            const toolCall = { name: call.name, arguments: event.argsDelta, tool_call_id: call.id };
+            emit({
+              type: "chunk",
+              message: {
+                ...base,
+                message_type: "tool_call_message",
+                tool_call: toolCall,
+                tool_calls: [toolCall],
+              },
+            });
+          }
+          break;
+        }
+        case "tool-call": {
+          const call = calls.get(event.index);
+          if (call === undefined)
+            calls.set(event.index, { id: event.id, name: event.toolName, args: event.argsJson });
+          else call.args = event.argsJson;
+          break;
+        }
+        case "finish":
+          finish = event;
+          break;
+      }
+    }
+    if (finish === undefined)
+      throw new KelpieError("LLM_ERROR", "the model's stream ended without a finish event");
+    return {
+      text,
+      ...(reasoning.length > 0 ? { reasoning } : {}),
+      toolCalls: [...calls.entries()]
+        .sort(([a], [b]) => a - b)
+        .map(([, c]) => ({ id: c.id, name: c.name, argsJson: c.args })),
+      finishReason: finish.finishReason,
+      usage: finish.usage,
+      warnings: finish.warnings,
+      modelId: finish.modelId,
+    };
+  }
+}
