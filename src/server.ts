@@ -2,9 +2,9 @@
 // services and the HTTP app.
 import type { FastifyInstance } from "fastify";
 import { AgentService } from "./agent/agents.ts";
-import { HandleModelResolver } from "./agent/models.ts";
 import { ContextService } from "./agent/context.ts";
 import { MessageService } from "./agent/message-service.ts";
+import { HandleModelResolver } from "./agent/models.ts";
 import { ToolRunners } from "./agent/tool-calls.ts";
 import { TurnRunner } from "./agent/turn.ts";
 import { buildApp, type Services } from "./api/app.ts";

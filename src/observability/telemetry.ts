@@ -32,7 +32,11 @@ export interface Telemetry {
   llmCall(event: LlmCallEvent): void;
   toolRun(event: ToolRunEvent): void;
   /** Runs `fn` inside a span named `name` (a child of the current span, if any). */
-  span<T>(name: string, attributes: Record<string, string | number | boolean>, fn: () => Promise<T>): Promise<T>;
+  span<T>(
+    name: string,
+    attributes: Record<string, string | number | boolean>,
+    fn: () => Promise<T>,
+  ): Promise<T>;
 }
 
 export const NO_TELEMETRY: Telemetry = {

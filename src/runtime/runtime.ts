@@ -208,7 +208,10 @@ export class Runtime {
     this.remove(activation);
     void this.placement.release(activation.agentId, activation.token);
     for (const envelope of rest) {
-      this.invoke(activation.agentId, envelope.run, envelope.operation).then(envelope.resolve, envelope.reject);
+      this.invoke(activation.agentId, envelope.run, envelope.operation).then(
+        envelope.resolve,
+        envelope.reject,
+      );
     }
   }
 
