@@ -13,6 +13,7 @@ import { type Clock, SystemClock } from "./core/clock.ts";
 import type { Env } from "./core/env.ts";
 import { type Rng, SystemRng } from "./core/rng.ts";
 import { type LlmProvidersConfig, llmConfigFromEnv } from "./llm/registry.ts";
+import type { RetryPolicy } from "./llm/retry.ts";
 import { BlockService } from "./memory/block-service.ts";
 import { NO_TELEMETRY, type Telemetry } from "./observability/telemetry.ts";
 import { LocalPlacement } from "./runtime/placement.ts";
@@ -36,6 +37,8 @@ export interface KelpieOptions {
   /** Providers and keys; defaults to what the process environment configures. */
   llm?: LlmProvidersConfig;
   telemetry?: Telemetry;
+  /** LLM retry policy override (tests use short backoffs). */
+  llmRetry?: Partial<RetryPolicy>;
 }
 
 export async function createKelpie(env: Env, options: KelpieOptions = {}): Promise<Kelpie> {
@@ -52,7 +55,14 @@ export async function createKelpie(env: Env, options: KelpieOptions = {}): Promi
   const tools = new ToolService(env);
   await tools.ensureBuiltins();
   const agents = new AgentService(env, runtime, new HandleModelResolver(llm));
-  const turns = new TurnRunner({ env, agents, llm, toolRunners, telemetry });
+  const turns = new TurnRunner({
+    env,
+    agents,
+    llm,
+    toolRunners,
+    telemetry,
+    ...(options.llmRetry === undefined ? {} : { llmRetry: options.llmRetry }),
+  });
   const services: Services = {
     env,
     runtime,

@@ -1,5 +1,6 @@
 // Sending messages to agents: turns Letta request bodies into input messages, runs the turn in
 // the agent's mailbox, and keeps the registry of runs in flight (for cancellation and async runs).
+import { setMaxListeners } from "node:events";
 import type { Env } from "../core/env.ts";
 import { invalidField, KelpieError } from "../core/errors.ts";
 import { newId } from "../core/ids.ts";
@@ -163,6 +164,8 @@ export class MessageService {
     const maxSteps = MessageService.maxSteps(body);
     const messageOptions = MessageService.messageOptions(body);
     const controller = new AbortController();
+    // Each LLM call of the turn listens on this one signal.
+    setMaxListeners(MAX_STEPS_MAX + 16, controller.signal);
     this.active.set(runId, { agentId, controller });
     try {
       return await this.runtime.invoke(

@@ -7,6 +7,7 @@ import type { Env } from "../core/env.ts";
 import { isKelpieError, KelpieError } from "../core/errors.ts";
 import { newId } from "../core/ids.ts";
 import { type LlmProvidersConfig, resolveLlm } from "../llm/registry.ts";
+import type { RetryPolicy } from "../llm/retry.ts";
 import { countPromptTokens } from "../llm/tokens.ts";
 import type { ChatEvent, ChatRequest, ChatResult, LlmProvider, ToolSpec } from "../llm/types.ts";
 import type { Telemetry } from "../observability/telemetry.ts";
@@ -30,6 +31,7 @@ import {
   CONTEXT_KEEP_FRACTION,
   CONTEXT_SUMMARIZE_AT_FRACTION,
   chooseCut,
+  SUMMARY_MAX_TOKENS,
   summarizeMessages,
   summaryMessageText,
 } from "./summarize.ts";
@@ -89,6 +91,8 @@ export interface TurnDeps {
   telemetry: Telemetry;
   /** Overrides the provider for every agent (tests, simulation). */
   providerOverride?: LlmProvider;
+  /** Overrides the retry policy of LLM calls (tests use short backoffs). */
+  llmRetry?: Partial<RetryPolicy>;
 }
 
 interface StepOutcome {
@@ -162,6 +166,7 @@ export class TurnRunner {
     const { model, provider } = resolveLlm(llmConfig, this.deps.llm, {
       clock: this.deps.env.clock,
       rng: this.deps.env.rng.fork("llm"),
+      ...(this.deps.llmRetry === undefined ? {} : { retry: this.deps.llmRetry }),
     });
     return {
       provider: this.deps.providerOverride ?? provider,
@@ -220,7 +225,9 @@ export class TurnRunner {
           ? "cancelled"
           : error.code === "LLM_ERROR" || error.code === "LLM_NOT_CONFIGURED"
             ? "llm_api_error"
-            : "error";
+            : error.code === "CONTEXT_WINDOW_OVERFLOW"
+              ? "context_window_overflow_in_system_prompt"
+              : "error";
       if (error.code !== "FENCED") {
         await this.finishRun(ctx, run, usage, reason, error.message).catch(() => {});
       }
@@ -297,13 +304,25 @@ export class TurnRunner {
       }).totalTokens;
     let promptTokens = count(chatRequest);
     if (promptTokens > llm.contextWindow * CONTEXT_SUMMARIZE_AT_FRACTION && inContext.length > 1) {
-      inContext = await this.compact(ctx, agent.message_ids, inContext, llm, request.signal);
+      // What must fit besides the history: system prompt, memory, tools, the new input, a summary.
+      const fixedTokens = count(buildRequest(pendingInput)) + SUMMARY_MAX_TOKENS;
+      const keepTokens = Math.floor(
+        (llm.contextWindow * CONTEXT_SUMMARIZE_AT_FRACTION - fixedTokens) * CONTEXT_KEEP_FRACTION,
+      );
+      inContext = await this.compact(
+        ctx,
+        agent.message_ids,
+        inContext,
+        llm,
+        Math.max(0, keepTokens),
+        request.signal,
+      );
       chatRequest = buildRequest([...inContext, ...pendingInput]);
       promptTokens = count(chatRequest);
     }
     if (promptTokens > llm.contextWindow) {
       throw new KelpieError(
-        "BAD_REQUEST",
+        "CONTEXT_WINDOW_OVERFLOW",
         `the prompt needs ${promptTokens} tokens but the context window is ${llm.contextWindow} (system prompt, memory blocks and the newest messages alone do not fit)`,
       );
     }
@@ -507,6 +526,7 @@ export class TurnRunner {
     messageIds: string[],
     inContext: MessageRecord[],
     llm: { provider: LlmProvider; model: string; providerName: string; contextWindow: number },
+    keepTokens: number,
     signal: AbortSignal,
   ): Promise<MessageRecord[]> {
     const { env } = this.deps;
@@ -518,7 +538,7 @@ export class TurnRunner {
         messages: toChatMessages([m]),
         tools: [],
       }).totalTokens;
-    const cut = chooseCut(inContext, tokensOf, Math.floor(llm.contextWindow * CONTEXT_KEEP_FRACTION));
+    const cut = chooseCut(inContext, tokensOf, keepTokens);
     if (cut <= 0) return inContext;
     const hidden = inContext.slice(0, cut);
     const kept = inContext.slice(cut);

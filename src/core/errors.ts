@@ -18,6 +18,7 @@ export const ERRORS = {
   STORAGE_UNAVAILABLE: { status: 503, retryable: true },
   LLM_ERROR: { status: 502, retryable: true },
   LLM_NOT_CONFIGURED: { status: 400, retryable: false },
+  CONTEXT_WINDOW_OVERFLOW: { status: 400, retryable: false },
   CANCELLED: { status: 409, retryable: false },
   INTERNAL: { status: 500, retryable: false },
 } as const satisfies Record<string, { status: number; retryable: boolean }>;

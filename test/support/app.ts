@@ -1,7 +1,7 @@
 // An in-process Kelpie over a chosen storage engine, driven with Fastify's inject().
 import { SystemClock } from "../../src/core/clock.ts";
 import { SystemRng } from "../../src/core/rng.ts";
-import { createKelpie, type Kelpie } from "../../src/server.ts";
+import { createKelpie, type Kelpie, type KelpieOptions } from "../../src/server.ts";
 import { MemoryStorage } from "../../src/storage/memory.ts";
 import type { Storage } from "../../src/storage/types.ts";
 
@@ -10,8 +10,11 @@ export interface TestApp {
   req(method: string, url: string, body?: unknown): Promise<{ status: number; body: any }>;
 }
 
-export async function testApp(storage: Storage = new MemoryStorage()): Promise<TestApp> {
-  const kelpie = await createKelpie({ clock: new SystemClock(), rng: new SystemRng(), storage });
+export async function testApp(
+  storage: Storage = new MemoryStorage(),
+  options: KelpieOptions = {},
+): Promise<TestApp> {
+  const kelpie = await createKelpie({ clock: new SystemClock(), rng: new SystemRng(), storage }, options);
   return {
     kelpie,
     async req(method, url, body) {
