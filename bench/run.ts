@@ -3,6 +3,8 @@ const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   "cold-activation": async () => (await import("./cold-activation.ts")).run(),
   "agent-memory": async () => (await import("./agent-memory.ts")).run(),
   "agent-create": async () => (await import("./agent-create.ts")).run(),
+  "step-overhead": async () => (await import("./step-overhead.ts")).run(),
+  "steps-throughput": async () => (await import("./steps-throughput.ts")).run(),
 };
 
 const name = process.argv[2];

@@ -14,6 +14,7 @@ import type { Env } from "./core/env.ts";
 import { type Rng, SystemRng } from "./core/rng.ts";
 import { type LlmProvidersConfig, llmConfigFromEnv } from "./llm/registry.ts";
 import type { RetryPolicy } from "./llm/retry.ts";
+import type { LlmProvider } from "./llm/types.ts";
 import { BlockService } from "./memory/block-service.ts";
 import { NO_TELEMETRY, type Telemetry } from "./observability/telemetry.ts";
 import { LocalPlacement } from "./runtime/placement.ts";
@@ -39,6 +40,8 @@ export interface KelpieOptions {
   telemetry?: Telemetry;
   /** LLM retry policy override (tests use short backoffs). */
   llmRetry?: Partial<RetryPolicy>;
+  /** One provider for every agent, bypassing the registry (benchmarks, simulation). */
+  llmProviderOverride?: LlmProvider;
 }
 
 export async function createKelpie(env: Env, options: KelpieOptions = {}): Promise<Kelpie> {
@@ -62,6 +65,7 @@ export async function createKelpie(env: Env, options: KelpieOptions = {}): Promi
     toolRunners,
     telemetry,
     ...(options.llmRetry === undefined ? {} : { llmRetry: options.llmRetry }),
+    ...(options.llmProviderOverride === undefined ? {} : { providerOverride: options.llmProviderOverride }),
   });
   const services: Services = {
     env,

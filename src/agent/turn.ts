@@ -302,7 +302,14 @@ export class TurnRunner {
         messages: req.messages,
         tools: req.tools,
       }).totalTokens;
-    let promptTokens = count(chatRequest);
+    // A BPE token covers at least one UTF-8 byte, so the byte count bounds the token count: the
+    // tokenizer only runs when the prompt could be near the window.
+    const bytesBound = (req: ChatRequest) =>
+      Buffer.byteLength(req.system) +
+      Buffer.byteLength(JSON.stringify(req.messages)) +
+      Buffer.byteLength(JSON.stringify(req.tools));
+    let promptTokens =
+      bytesBound(chatRequest) <= llm.contextWindow * CONTEXT_SUMMARIZE_AT_FRACTION ? 0 : count(chatRequest);
     if (promptTokens > llm.contextWindow * CONTEXT_SUMMARIZE_AT_FRACTION && inContext.length > 1) {
       // What must fit besides the history: system prompt, memory, tools, the new input, a summary.
       const fixedTokens = count(buildRequest(pendingInput)) + SUMMARY_MAX_TOKENS;

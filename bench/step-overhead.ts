@@ -1,0 +1,107 @@
+// Server overhead per agent step: one message request over HTTP to Kelpie on SQLite
+// (synchronous=FULL: the step's commit is on disk before the answer), with a model that answers
+// in 0 ms, so the whole round trip is our overhead. Primitive: a plain Fastify route doing one
+// SQLite commit of the same size, driven the same way.
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import Fastify from "fastify";
+import { SystemClock } from "../src/core/clock.ts";
+import { SystemRng } from "../src/core/rng.ts";
+import { llmConfigFromEnv } from "../src/llm/registry.ts";
+import { createKelpie } from "../src/server.ts";
+import { SqliteStorage } from "../src/storage/sqlite.ts";
+import { instantLlm } from "./instant-llm.ts";
+import { benchDir, nowMs, percentileMs, round3 } from "./stats.ts";
+
+const WARMUP_COUNT = 200;
+const STEPS_COUNT = 2_000;
+
+async function timeRequests(url: string, body: () => string): Promise<number[]> {
+  const samples: number[] = [];
+  for (let i = 0; i < WARMUP_COUNT + STEPS_COUNT; i++) {
+    const t0 = nowMs();
+    const res = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: body(),
+    });
+    if (!res.ok) throw new Error(`request failed: ${res.status} ${await res.text()}`);
+    await res.arrayBuffer();
+    if (i >= WARMUP_COUNT) samples.push(nowMs() - t0);
+  }
+  return samples;
+}
+
+export async function run(): Promise<Record<string, unknown>> {
+  const dir = benchDir();
+  const storage = new SqliteStorage({ path: join(dir, "kelpie.db") });
+  await storage.migrate();
+  const kelpie = await createKelpie(
+    { clock: new SystemClock(), rng: new SystemRng(), storage },
+    { llm: llmConfigFromEnv({ OPENAI_API_KEY: "bench" }), llmProviderOverride: instantLlm },
+  );
+  const url = await kelpie.app.listen({ host: "127.0.0.1", port: 0 });
+  // A fresh agent every 20 messages keeps the in-context history at a typical short length.
+  let agentId = "";
+  let sent = 0;
+  const newAgent = async () => {
+    const res = await fetch(`${url}/v1/agents/`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        model: "openai/gpt-4o-mini",
+        memory_blocks: [
+          { label: "persona", value: "I am a benchmark agent." },
+          { label: "human", value: "The user is a benchmark." },
+        ],
+      }),
+    });
+    agentId = ((await res.json()) as { id: string }).id;
+  };
+  await newAgent();
+  const samples: number[] = [];
+  for (let round = 0; round < (WARMUP_COUNT + STEPS_COUNT) / 20; round++) {
+    await newAgent();
+    for (let i = 0; i < 20; i++) {
+      const t0 = nowMs();
+      const res = await fetch(`${url}/v1/agents/${agentId}/messages`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ messages: [{ role: "user", content: `message ${sent++}` }] }),
+      });
+      if (!res.ok) throw new Error(`message failed: ${res.status} ${await res.text()}`);
+      await res.arrayBuffer();
+      if (sent > WARMUP_COUNT) samples.push(nowMs() - t0);
+    }
+  }
+  await kelpie.close();
+
+  const db = new Database(join(dir, "primitive.db"));
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = FULL");
+  db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, doc TEXT)");
+  const insert = db.prepare("INSERT INTO t (doc) VALUES (?)");
+  const plain = Fastify();
+  plain.post("/", async (req) => {
+    insert.run(JSON.stringify(req.body));
+    return { ok: true };
+  });
+  const plainUrl = await plain.listen({ host: "127.0.0.1", port: 0 });
+  const primitive = await timeRequests(plainUrl, () =>
+    JSON.stringify({ messages: [{ role: "user", content: "x" }] }),
+  );
+  await plain.close();
+  db.close();
+
+  const p50 = percentileMs(samples, 50);
+  const limit = percentileMs(primitive, 50);
+  console.log(`${samples.length} one-step message requests over HTTP, SQLite synchronous=FULL, 0 ms model`);
+  return {
+    n: samples.length,
+    p50_ms: p50,
+    p99_ms: percentileMs(samples, 99),
+    limit_ms: limit,
+    limit_p99_ms: percentileMs(primitive, 99),
+    ratio: round3(p50 / limit),
+  };
+}
