@@ -6,7 +6,12 @@
 import type { Env } from "../core/env.ts";
 import { isKelpieError, KelpieError } from "../core/errors.ts";
 import { newId } from "../core/ids.ts";
-import { type LlmProvidersConfig, resolveLlm } from "../llm/registry.ts";
+import {
+  createLlmProvider,
+  type LlmProvidersConfig,
+  type ResolvedModel,
+  resolveModel,
+} from "../llm/registry.ts";
 import type { RetryPolicy } from "../llm/retry.ts";
 import { countPromptTokens } from "../llm/tokens.ts";
 import type { ChatEvent, ChatRequest, ChatResult, LlmProvider, ToolSpec } from "../llm/types.ts";
@@ -25,6 +30,7 @@ import { CoreMemory } from "../tools/memory-tools.ts";
 import type { AgentService } from "./agents.ts";
 import { toChatMessages } from "./history.ts";
 import { type LettaMessage, type LettaMessageOptions, toLettaMessages } from "./letta-messages.ts";
+import { MessageCache } from "./message-cache.ts";
 import { compileSystemMessage } from "./prompt.ts";
 import { JsonStringFieldStream } from "./stream-args.ts";
 import {
@@ -163,19 +169,33 @@ export class TurnRunner {
     temperature: number | undefined;
   } {
     if (llmConfig === null) throw new KelpieError("LLM_NOT_CONFIGURED", "the agent has no llm_config");
-    const { model, provider } = resolveLlm(llmConfig, this.deps.llm, {
-      clock: this.deps.env.clock,
-      rng: this.deps.env.rng.fork("llm"),
-      ...(this.deps.llmRetry === undefined ? {} : { retry: this.deps.llmRetry }),
-    });
+    const model = resolveModel(llmConfig, this.deps.llm);
     return {
-      provider: this.deps.providerOverride ?? provider,
+      provider: this.deps.providerOverride ?? this.cachedProvider(model),
       model: model.model,
       providerName: model.providerName,
       contextWindow: model.contextWindowTokens,
       maxTokens: model.maxTokens,
       temperature: model.temperature,
     };
+  }
+
+  /** Providers are stateless clients: one per endpoint and credential, reused by every agent. */
+  private readonly providers = new Map<string, LlmProvider>();
+  private readonly messageCache = new MessageCache();
+
+  private cachedProvider(model: ResolvedModel): LlmProvider {
+    const key = `${model.providerName}|${model.baseUrl}|${model.credential}|${model.notConfigured ?? ""}`;
+    let provider = this.providers.get(key);
+    if (provider === undefined) {
+      provider = createLlmProvider(model, this.deps.llm, {
+        clock: this.deps.env.clock,
+        rng: this.deps.env.rng.fork("llm"),
+        ...(this.deps.llmRetry === undefined ? {} : { retry: this.deps.llmRetry }),
+      });
+      this.providers.set(key, provider);
+    }
+    return provider;
   }
 
   /** Runs one turn inside the agent's mailbox. */
@@ -274,7 +294,7 @@ export class TurnRunner {
     const agent = view.agent;
     const llm = this.provider(agent.llm_config);
     const memory = new CoreMemory(view.blocks, agent.id, () => env.clock.nowMs(), env.rng.fork("memory"));
-    let inContext = await env.storage.getMessages(agent.message_ids);
+    let inContext = await this.messageCache.load(env.storage, agent.message_ids);
     const tools = toolSpecs(view.tools, agent.agent_type);
 
     const buildRequest = (history: MessageRecord[]): ChatRequest => ({
@@ -513,6 +533,7 @@ export class TurnRunner {
       },
     ];
     await env.storage.commit(mutations, { fence: ctx.fence });
+    for (const message of stepMessages) this.messageCache.put(message);
 
     // Committed: now the step may be announced.
     const announced = [assistant, ...toolMessages].flatMap((m) => toLettaMessages(m, request.messageOptions));
@@ -590,6 +611,7 @@ export class TurnRunner {
       ],
       { fence: ctx.fence },
     );
+    this.messageCache.put(summaryMessage);
     return [summaryMessage, ...kept];
   }
 

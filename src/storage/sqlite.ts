@@ -33,6 +33,13 @@ import type {
 type StoredAgent = Omit<AgentRecord, "block_ids" | "tool_ids">;
 type Statement = Database.Statement<unknown[], unknown>;
 
+interface PendingCommit {
+  mutations: Mutation[];
+  options: CommitOptions | undefined;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
 export interface SqliteOptions {
   path: string;
   synchronous?: "full" | "normal";
@@ -51,6 +58,12 @@ export class SqliteStorage implements Storage {
     this.db.pragma(`synchronous = ${options.synchronous === "normal" ? "NORMAL" : "FULL"}`);
     this.db.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
     this.db.pragma("foreign_keys = ON");
+    this.transactionOfBatch = this.db.transaction((batch: PendingCommit[], outcomes: (unknown | null)[]) =>
+      this.runBatch(batch, outcomes),
+    );
+    this.commitOne = this.db.transaction((mutations: Mutation[], options: CommitOptions | undefined) =>
+      this.runOne(mutations, options),
+    );
   }
 
   /** A statement prepared once per SQL text. */
@@ -84,26 +97,87 @@ export class SqliteStorage implements Storage {
   }
 
   async close(): Promise<void> {
+    this.flush();
     if (this.db.open) this.db.close();
   }
 
-  async commit(mutations: Mutation[], options?: CommitOptions): Promise<void> {
-    this.db.transaction(() => {
-      const fence = options?.fence;
-      if (fence !== undefined) {
-        const row = this.sql("SELECT token FROM agent_fences WHERE agent_id = ?").get(fence.agent_id) as
-          | { token: number }
-          | undefined;
-        const stored = row?.token ?? 0;
-        if (stored !== fence.token) {
-          throw new KelpieError(
-            "FENCED",
-            `agent ${fence.agent_id}: fencing token ${fence.token} is stale (current ${stored})`,
-          );
-        }
+  /**
+   * Group commit: commits issued in the same turn of the event loop share one transaction (one
+   * fsync), each inside its own savepoint, so one failing commit rolls back alone. Each caller is
+   * answered only after the shared transaction is durable.
+   */
+  commit(mutations: Mutation[], options?: CommitOptions): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ mutations, options, resolve, reject });
+      if (this.pending.length === 1) setImmediate(() => this.flush());
+    });
+  }
+
+  private flush(): void {
+    const batch = this.pending.splice(0);
+    if (batch.length === 0) return;
+    if (!this.db.open) {
+      for (const item of batch)
+        item.reject(new KelpieError("STORAGE_UNAVAILABLE", "the SQLite database is closed"));
+      return;
+    }
+    const outcomes: (unknown | null)[] = [];
+    try {
+      this.transactionOfBatch(batch, outcomes);
+    } catch (err) {
+      for (const item of batch) item.reject(err);
+      return;
+    }
+    batch.forEach((item, i) => {
+      const outcome = outcomes[i];
+      if (outcome === null) item.resolve();
+      else item.reject(outcome);
+    });
+  }
+
+  private readonly pending: PendingCommit[] = [];
+
+  private readonly transactionOfBatch: (batch: PendingCommit[], outcomes: (unknown | null)[]) => void;
+  private readonly commitOne: (mutations: Mutation[], options: CommitOptions | undefined) => void;
+
+  private runBatch(batch: PendingCommit[], outcomes: (unknown | null)[]): void {
+    for (const item of batch) {
+      try {
+        this.commitOne(item.mutations, item.options);
+        outcomes.push(null);
+      } catch (err) {
+        outcomes.push(err);
       }
-      for (const m of mutations) this.apply(m);
-    })();
+    }
+  }
+
+  /** One commit; run inside the batch's transaction it is a savepoint (better-sqlite3 nests them so). */
+  private runOne(mutations: Mutation[], options: CommitOptions | undefined): void {
+    const fence = options?.fence;
+    if (fence !== undefined) {
+      const row = this.sql("SELECT token FROM agent_fences WHERE agent_id = ?").get(fence.agent_id) as
+        | { token: number }
+        | undefined;
+      const stored = row?.token ?? 0;
+      if (stored !== fence.token) {
+        throw new KelpieError(
+          "FENCED",
+          `agent ${fence.agent_id}: fencing token ${fence.token} is stale (current ${stored})`,
+        );
+      }
+    }
+    for (const m of mutations) this.apply(m);
+  }
+
+  /** Runs a write whose foreign key names an agent; a missing agent is AGENT_NOT_FOUND. */
+  private withAgentKey(agentId: string, write: () => unknown): void {
+    try {
+      write();
+    } catch (err) {
+      if ((err as { code?: string }).code === "SQLITE_CONSTRAINT_FOREIGNKEY")
+        throw notFound("agent", agentId);
+      throw err;
+    }
   }
 
   private exists(table: "agents" | "blocks" | "tools" | "messages" | "runs", id: string): boolean {
@@ -125,6 +199,10 @@ export class SqliteStorage implements Storage {
             "UPDATE agents SET name = ?, created_at_ms = ?, updated_at_ms = ?, doc = ? WHERE id = ?",
           ).run(a.name, a.created_at_ms, a.updated_at_ms, doc, a.id);
           if (changes === 0) throw notFound("agent", a.id);
+          const stored = this.sql("SELECT tag FROM agent_tags WHERE agent_id = ? ORDER BY tag")
+            .pluck()
+            .all(a.id);
+          if (JSON.stringify(stored) === JSON.stringify([...new Set(a.tags)].sort())) return;
           this.sql("DELETE FROM agent_tags WHERE agent_id = ?").run(a.id);
         }
         const insertTag = this.sql("INSERT OR IGNORE INTO agent_tags (agent_id, tag) VALUES (?, ?)");
@@ -227,39 +305,32 @@ export class SqliteStorage implements Storage {
       }
       case "put_message": {
         const msg = m.message;
-        if (!this.exists("agents", msg.agent_id)) throw notFound("agent", msg.agent_id);
-        const doc = JSON.stringify(msg);
-        const { changes } = this.sql(
-          "UPDATE messages SET agent_id = ?, run_id = ?, created_at_ms = ?, doc = ? WHERE id = ?",
-        ).run(msg.agent_id, msg.run_id, msg.created_at_ms, doc, msg.id);
-        if (changes === 0) {
+        // One upsert; the foreign key rejects a message for a missing agent.
+        this.withAgentKey(msg.agent_id, () =>
           this.sql(
-            "INSERT INTO messages (id, agent_id, run_id, created_at_ms, doc) VALUES (?, ?, ?, ?, ?)",
-          ).run(msg.id, msg.agent_id, msg.run_id, msg.created_at_ms, doc);
-        }
+            `INSERT INTO messages (id, agent_id, run_id, created_at_ms, doc) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET agent_id = excluded.agent_id, run_id = excluded.run_id,
+               created_at_ms = excluded.created_at_ms, doc = excluded.doc`,
+          ).run(msg.id, msg.agent_id, msg.run_id, msg.created_at_ms, JSON.stringify(msg)),
+        );
         return;
       }
       case "put_run": {
         const run = m.run;
-        if (!this.exists("agents", run.agent_id)) throw notFound("agent", run.agent_id);
-        const doc = JSON.stringify(run);
-        const { changes } = this.sql("UPDATE runs SET doc = ? WHERE id = ?").run(doc, run.id);
-        if (changes === 0)
-          this.sql("INSERT INTO runs (id, agent_id, doc) VALUES (?, ?, ?)").run(run.id, run.agent_id, doc);
+        this.withAgentKey(run.agent_id, () =>
+          this.sql(
+            "INSERT INTO runs (id, agent_id, doc) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+          ).run(run.id, run.agent_id, JSON.stringify(run)),
+        );
         return;
       }
       case "put_step": {
         const step = m.step;
-        const doc = JSON.stringify(step);
-        const { changes } = this.sql("UPDATE steps SET doc = ? WHERE id = ?").run(doc, step.id);
-        if (changes === 0) {
-          this.sql("INSERT INTO steps (id, run_id, agent_id, doc) VALUES (?, ?, ?, ?)").run(
-            step.id,
-            step.run_id,
-            step.agent_id,
-            doc,
-          );
-        }
+        this.withAgentKey(step.agent_id, () =>
+          this.sql(
+            "INSERT INTO steps (id, run_id, agent_id, doc) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+          ).run(step.id, step.run_id, step.agent_id, JSON.stringify(step)),
+        );
         return;
       }
       case "delete_agent_messages": {
@@ -338,15 +409,25 @@ export class SqliteStorage implements Storage {
     return this.byIds<BlockRecord>("blocks", ids);
   }
 
-  private byIds<T>(table: "blocks" | "tools" | "messages", ids: string[]): T[] {
+  private byIds<T extends { id: string }>(table: "blocks" | "tools" | "messages", ids: string[]): T[] {
     if (ids.length === 0) return [];
-    const statement = this.sql(`SELECT doc FROM ${table} WHERE id = ?`);
-    const out: T[] = [];
-    for (const id of ids) {
-      const row = statement.get(id);
-      if (row !== undefined) out.push(parse<T>(row));
+    if (ids.length === 1) {
+      const row = this.sql(`SELECT doc FROM ${table} WHERE id = ?`).get(ids[0]);
+      return row === undefined ? [] : [parse<T>(row)];
     }
-    return out;
+    // One statement for the whole list; rows come back in any order, so put them in the order asked.
+    const rows = this.sql(`SELECT doc FROM ${table} WHERE id IN (SELECT value FROM json_each(?))`).all(
+      JSON.stringify(ids),
+    );
+    const byId = new Map<string, T>();
+    for (const row of rows) {
+      const record = parse<T>(row);
+      byId.set(record.id, record);
+    }
+    return ids.flatMap((id) => {
+      const record = byId.get(id);
+      return record === undefined ? [] : [record];
+    });
   }
 
   async listBlocks(query: BlockListQuery): Promise<BlockRecord[]> {

@@ -1,0 +1,35 @@
+// Committed messages are immutable, so the loop keeps recently used ones parsed in memory instead
+// of reading the whole in-context history from storage on every step. Least recently used entries
+// go first; a miss just reads storage. Only committed records are ever put here.
+import type { MessageRecord, Storage } from "../storage/types.ts";
+
+export const MESSAGE_CACHE_ENTRIES_MAX = 100_000;
+
+export class MessageCache {
+  private readonly entries = new Map<string, MessageRecord>();
+
+  constructor(private readonly capacity = MESSAGE_CACHE_ENTRIES_MAX) {}
+
+  put(message: MessageRecord): void {
+    this.entries.delete(message.id);
+    this.entries.set(message.id, message);
+    if (this.entries.size > this.capacity) {
+      const oldest = this.entries.keys().next().value as string;
+      this.entries.delete(oldest);
+    }
+  }
+
+  /** The messages with these ids, in order; ids that exist nowhere are left out. */
+  async load(storage: Storage, ids: string[]): Promise<MessageRecord[]> {
+    const missing = ids.filter((id) => !this.entries.has(id));
+    if (missing.length > 0) for (const m of await storage.getMessages(missing)) this.put(m);
+    return ids.flatMap((id) => {
+      const m = this.entries.get(id);
+      return m === undefined ? [] : [m];
+    });
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+}
