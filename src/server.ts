@@ -21,6 +21,7 @@ import { LocalPlacement } from "./runtime/placement.ts";
 import { Runtime } from "./runtime/runtime.ts";
 import { openStorage } from "./storage/open.ts";
 import type { Storage } from "./storage/types.ts";
+import { MultiAgentTools } from "./tools/multi-agent.ts";
 import { ToolService } from "./tools/tool-service.ts";
 
 export const KELPIE_VERSION = "0.1.0";
@@ -80,6 +81,7 @@ export async function createKelpie(env: Env, options: KelpieOptions = {}): Promi
     llm,
     version: KELPIE_VERSION,
   };
+  new MultiAgentTools(services.messages, env.storage).register(toolRunners);
   const app = buildApp(services, { logger: options.logger ?? false });
   runtime.start();
   return {

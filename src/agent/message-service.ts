@@ -47,6 +47,8 @@ export interface SendOptions {
   onEvent?: (event: TurnEvent) => void;
   /** For agent-to-agent messages: who sent it. */
   senderId?: string;
+  /** For agent-to-agent messages: how deep the calling turn is. */
+  callDepth?: number;
 }
 
 function contentParts(content: unknown, loc: (string | number)[]): MessageContentPart[] {
@@ -168,22 +170,19 @@ export class MessageService {
     setMaxListeners(MAX_STEPS_MAX + 16, controller.signal);
     this.active.set(runId, { agentId, controller });
     try {
-      return await this.runtime.invoke(
+      return await this.turns.run((op) => this.runtime.invoke(agentId, op, "send_message"), {
         agentId,
-        (ctx) =>
-          this.turns.run(ctx, {
-            runId,
-            input,
-            maxSteps,
-            streamTokens: options.streamTokens,
-            messageOptions,
-            signal: controller.signal,
-            ...(options.onEvent ? { onEvent: options.onEvent } : {}),
-            ...(runCreated ? { runCreated } : {}),
-            requestConfig: { max_steps: maxSteps, use_assistant_message: messageOptions.useAssistantMessage },
-          }),
-        "send_message",
-      );
+        runId,
+        callDepth: options.callDepth ?? 0,
+        input,
+        maxSteps,
+        streamTokens: options.streamTokens,
+        messageOptions,
+        signal: controller.signal,
+        ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+        ...(runCreated ? { runCreated } : {}),
+        requestConfig: { max_steps: maxSteps, use_assistant_message: messageOptions.useAssistantMessage },
+      });
     } finally {
       this.active.delete(runId);
     }

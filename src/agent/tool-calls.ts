@@ -21,6 +21,8 @@ export interface ToolCallContext {
   memory: CoreMemory;
   tool: ToolRecord | undefined;
   signal: AbortSignal;
+  /** How deep in agent-to-agent calls the calling turn is (0 for a client's request). */
+  callDepth: number;
 }
 
 export interface ToolOutput {
@@ -98,6 +100,11 @@ async function conversationSearch(args: Record<string, unknown>, ctx: ToolCallCo
   return `Found ${matches.length} results${note}: ${JSON.stringify(results)}`;
 }
 
+/** Tools that run inside the agent's turn (they touch only the agent's own state). */
+export function isInTurnTool(name: string): boolean {
+  return isMemoryTool(name) || name === "send_message" || name === "conversation_search";
+}
+
 /** Runs one call; the args are already parsed. */
 export async function runToolCall(
   name: string,
@@ -109,6 +116,8 @@ export async function runToolCall(
     if (ctx.tool === undefined) {
       throw new ToolError(`Tool '${name}' is not attached to this agent.`);
     }
+    const { request_heartbeat: _heartbeat, ...callArgs } = args;
+    args = callArgs;
     if (isMemoryTool(name)) {
       const result = runMemoryTool(ctx.memory, name, args);
       return { ok: true, value: result ?? "None" };

@@ -41,7 +41,7 @@ import {
   summarizeMessages,
   summaryMessageText,
 } from "./summarize.ts";
-import { runToolCall, type ToolRunners } from "./tool-calls.ts";
+import { isInTurnTool, runToolCall, type ToolOutput, type ToolRunners } from "./tool-calls.ts";
 
 export const MAX_STEPS_DEFAULT = 50;
 export const MAX_STEPS_MAX = 1_000;
@@ -67,7 +67,10 @@ export interface Usage {
 export type TurnEvent = { type: "message"; message: LettaMessage } | { type: "chunk"; message: LettaMessage };
 
 export interface TurnRequest {
+  agentId: string;
   runId: string;
+  /** How deep in agent-to-agent calls this turn is (0 for a client's request). */
+  callDepth?: number;
   /** The new input messages (role user or system), not yet stored. */
   input: MessageRecord[];
   maxSteps: number;
@@ -104,6 +107,47 @@ export interface TurnDeps {
 interface StepOutcome {
   stop: StopReason | null;
   messages: MessageRecord[];
+}
+
+/** Runs an op in the agent's mailbox. */
+export type Invoke = <T>(op: (ctx: TurnContext) => Promise<T>) => Promise<T>;
+
+interface ParsedCall {
+  id: string;
+  name: string;
+  /** The parsed arguments, or why they could not be parsed. */
+  args: Record<string, unknown> | string;
+}
+
+/** A step whose model call is done and whose tool calls are not all run yet. */
+interface PendingStep {
+  stepId: string;
+  assistant: MessageRecord;
+  result: ChatResult;
+  calls: ParsedCall[];
+  /** Calls that run outside the mailbox (custom, MCP, other agents), in order. */
+  external: ParsedCall[];
+  toolsByName: Map<string, ToolRecord>;
+  memory: CoreMemory;
+  pendingInput: MessageRecord[];
+  llm: { providerName: string; model: string };
+  agentType: string;
+  nowMs: number;
+}
+
+function messageBase(agentId: string, stepId: string, runId: string, model: string) {
+  return {
+    agent_id: agentId,
+    name: null,
+    tool_returns: null,
+    step_id: stepId,
+    run_id: runId,
+    model,
+    otid: null,
+    sender_id: null,
+    group_id: null,
+    is_err: null,
+  };
 }
 
 function parseArgs(json: string): Record<string, unknown> | string {
@@ -198,14 +242,19 @@ export class TurnRunner {
     return provider;
   }
 
-  /** Runs one turn inside the agent's mailbox. */
-  async run(ctx: TurnContext, request: TurnRequest): Promise<TurnResult> {
+  /**
+   * Runs one turn. Each step runs as an op in the agent's mailbox (`invoke`); tool calls that leave
+   * the agent (custom, MCP, other agents) run between ops, outside the mailbox, and their results
+   * come back as a continuation op — so a slow tool holds no lock, and a tool may call back into
+   * its own agent (A asks B, B asks A) without deadlock.
+   */
+  async run(invoke: Invoke, request: TurnRequest): Promise<TurnResult> {
     const { env } = this.deps;
     const usage: Usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, step_count: 0 };
     const produced: LettaMessage[] = [];
     let run: RunRecord = request.runCreated ?? {
       id: request.runId,
-      agent_id: ctx.agentId,
+      agent_id: request.agentId,
       status: "running",
       stop_reason: null,
       background: false,
@@ -225,16 +274,33 @@ export class TurnRunner {
           stopReason = "cancelled";
           break;
         }
-        const outcome = await this.step(ctx, request, pendingInput, run, usage, produced);
+        const input = pendingInput;
+        const begun = await invoke(
+          async (
+            ctx,
+          ): Promise<{ pending: PendingStep; outcome: null } | { pending: null; outcome: StepOutcome }> => {
+            const pending = await this.stepBegin(ctx, request, input, run);
+            if (pending.external.length > 0) return { pending, outcome: null };
+            return {
+              pending: null,
+              outcome: await this.stepFinish(ctx, request, pending, new Map(), run, usage, produced),
+            };
+          },
+        );
+        let outcome: StepOutcome;
+        if (begun.pending === null) outcome = begun.outcome;
+        else {
+          const pending = begun.pending;
+          const outputs = await this.runExternal(pending, request, run);
+          outcome = await invoke((ctx) =>
+            this.stepFinish(ctx, request, pending, outputs, run, usage, produced),
+          );
+        }
         pendingInput = [];
         stopReason = outcome.stop;
       }
-      if (stopReason === "cancelled" && usage.step_count === 0 && pendingInput.length > 0) {
-        // Cancelled before anything was committed: record the run, keep the agent untouched.
-        await this.finishRun(ctx, run, usage, "cancelled", null);
-      } else if (stopReason === "cancelled") {
-        await this.finishRun(ctx, run, usage, "cancelled", null);
-      }
+      if (stopReason === "cancelled")
+        await invoke((ctx) => this.finishRun(ctx, run, usage, "cancelled", null));
       return { runId: run.id, messages: produced, stopReason, usage };
     } catch (err) {
       const error = isKelpieError(err)
@@ -248,11 +314,64 @@ export class TurnRunner {
             : error.code === "CONTEXT_WINDOW_OVERFLOW"
               ? "context_window_overflow_in_system_prompt"
               : "error";
-      if (error.code !== "FENCED") {
-        await this.finishRun(ctx, run, usage, reason, error.message).catch(() => {});
+      if (error.code !== "FENCED" && error.code !== "AGENT_NOT_FOUND") {
+        await invoke((ctx) => this.finishRun(ctx, run, usage, reason, error.message)).catch(() => {});
       }
       return { runId: run.id, messages: produced, stopReason: reason, usage, error };
     }
+  }
+
+  /** Runs, in order and outside the mailbox, the calls that leave the agent. */
+  private async runExternal(
+    pending: PendingStep,
+    request: TurnRequest,
+    run: RunRecord,
+  ): Promise<Map<string, ToolOutput>> {
+    const outputs = new Map<string, ToolOutput>();
+    for (const call of pending.external) {
+      outputs.set(call.id, await this.runOneTool(call, pending, request, run, pending.memory));
+    }
+    return outputs;
+  }
+
+  private async runOneTool(
+    call: ParsedCall,
+    pending: PendingStep,
+    request: TurnRequest,
+    run: RunRecord,
+    memory: CoreMemory,
+  ): Promise<ToolOutput> {
+    const { env, telemetry } = this.deps;
+    const tool = pending.toolsByName.get(call.name);
+    const startMs = env.clock.monotonicMs();
+    const output =
+      typeof call.args === "string"
+        ? { ok: false, value: `Error: ${call.name} ${call.args}` }
+        : await telemetry.span("tool.run", { tool: call.name }, () =>
+            runToolCall(
+              call.name,
+              call.args as Record<string, unknown>,
+              {
+                env,
+                agentId: request.agentId,
+                runId: run.id,
+                memory,
+                tool,
+                signal: request.signal,
+                callDepth: request.callDepth ?? 0,
+              },
+              this.deps.toolRunners,
+            ),
+          );
+    telemetry.toolRun({
+      tool: call.name,
+      toolType: tool?.tool_type ?? "unknown",
+      sandbox:
+        tool?.tool_type === "custom" ? "sandbox" : tool?.tool_type === "external_mcp" ? "mcp" : "builtin",
+      durationMs: env.clock.monotonicMs() - startMs,
+      ok: output.ok,
+    });
+    return output;
   }
 
   private async finishRun(
@@ -281,14 +400,13 @@ export class TurnRunner {
     );
   }
 
-  private async step(
+  /** The first half of a step, in the mailbox: assemble the prompt and call the model. */
+  private async stepBegin(
     ctx: TurnContext,
     request: TurnRequest,
     pendingInput: MessageRecord[],
     run: RunRecord,
-    usage: Usage,
-    produced: LettaMessage[],
-  ): Promise<StepOutcome> {
+  ): Promise<PendingStep> {
     const { env, agents, telemetry } = this.deps;
     const view = await agents.view(ctx.agentId);
     const agent = view.agent;
@@ -386,25 +504,13 @@ export class TurnRunner {
     });
 
     const nowMs = env.clock.nowMs();
-    const base = {
-      agent_id: agent.id,
-      name: null,
-      tool_returns: null,
-      step_id: stepId,
-      run_id: run.id,
-      model: llm.model,
-      otid: null,
-      sender_id: null,
-      group_id: null,
-      is_err: null,
-    };
     const toolCalls: ToolCallRecord[] = result.toolCalls.map((c) => ({
       id: c.id,
       type: "function",
       function: { name: c.name, arguments: c.argsJson },
     }));
     const assistant: MessageRecord = {
-      ...base,
+      ...messageBase(agent.id, stepId, run.id, llm.model),
       id: assistantId,
       role: "assistant",
       content: [
@@ -415,65 +521,72 @@ export class TurnRunner {
       tool_call_id: null,
       created_at_ms: nowMs,
     };
+    const calls: ParsedCall[] = result.toolCalls.map((c) => ({
+      id: c.id,
+      name: c.name,
+      args: parseArgs(c.argsJson),
+    }));
+    const toolsByName = new Map(view.tools.map((t) => [t.name, t]));
+    return {
+      stepId,
+      assistant,
+      result,
+      calls,
+      external: calls.filter(
+        (c) => typeof c.args !== "string" && !isInTurnTool(c.name) && toolsByName.has(c.name),
+      ),
+      toolsByName,
+      memory,
+      pendingInput,
+      llm: { providerName: llm.providerName, model: llm.model },
+      agentType: agent.agent_type,
+      nowMs,
+    };
+  }
 
-    // Run the tool calls in order; memory edits land in `memory` and commit with the step.
+  /**
+   * The second half of a step, in the mailbox: run the in-turn tools against the agent's current
+   * memory, take the results of the external ones, decide whether to go on, commit, announce.
+   */
+  private async stepFinish(
+    ctx: TurnContext,
+    request: TurnRequest,
+    pending: PendingStep,
+    externalOutputs: Map<string, ToolOutput>,
+    run: RunRecord,
+    usage: Usage,
+    produced: LettaMessage[],
+  ): Promise<StepOutcome> {
+    const { env, agents } = this.deps;
+    // Read the agent afresh: between the halves another op may have changed its memory or history.
+    const view = await agents.view(ctx.agentId);
+    const agent = view.agent;
+    const memory = new CoreMemory(view.blocks, agent.id, () => env.clock.nowMs(), env.rng.fork("memory"));
+    const { assistant, result, stepId } = pending;
     const toolMessages: MessageRecord[] = [];
     let heartbeat = false;
     let failed = false;
     let sentMessage = false;
-    const toolsByName = new Map(view.tools.map((t) => [t.name, t]));
-    for (const call of result.toolCalls) {
-      const parsed = parseArgs(call.argsJson);
-      let ok: boolean;
-      let value: string;
-      const toolStartMs = env.clock.monotonicMs();
-      if (typeof parsed === "string") {
-        ok = false;
-        value = `Error: ${call.name} ${parsed}`;
-      } else {
-        if (parsed.request_heartbeat === true) heartbeat = true;
-        const { request_heartbeat: _beat, ...args } = parsed;
-        const output = await telemetry.span("tool.run", { tool: call.name }, () =>
-          runToolCall(
-            call.name,
-            args,
-            {
-              env,
-              agentId: agent.id,
-              runId: run.id,
-              memory,
-              tool: toolsByName.get(call.name),
-              signal: request.signal,
-            },
-            this.deps.toolRunners,
-          ),
-        );
-        ok = output.ok;
-        value = output.value;
-        if (call.name === "send_message" && ok) sentMessage = true;
-      }
-      const tool = toolsByName.get(call.name);
-      telemetry.toolRun({
-        tool: call.name,
-        toolType: tool?.tool_type ?? "unknown",
-        sandbox: tool?.tool_type === "custom" ? "sandbox" : "builtin",
-        durationMs: env.clock.monotonicMs() - toolStartMs,
-        ok,
-      });
-      if (!ok) failed = true;
-      const limit = tool?.return_char_limit ?? Number.POSITIVE_INFINITY;
+    for (const call of pending.calls) {
+      if (typeof call.args !== "string" && call.args.request_heartbeat === true) heartbeat = true;
+      const output =
+        externalOutputs.get(call.id) ?? (await this.runOneTool(call, pending, request, run, memory));
+      let value = output.value;
+      if (call.name === "send_message" && output.ok) sentMessage = true;
+      if (!output.ok) failed = true;
+      const limit = pending.toolsByName.get(call.name)?.return_char_limit ?? Number.POSITIVE_INFINITY;
       if (value.length > limit) {
         value = `${value.slice(0, limit)}\n[truncated by Kelpie: ${limit} of ${value.length} characters shown; the tool's return_char_limit is ${limit}]`;
       }
       toolMessages.push({
-        ...base,
+        ...messageBase(agent.id, stepId, run.id, pending.llm.model),
         id: newId("message", env.rng),
         role: "tool",
         name: call.name,
-        content: [{ type: "text", text: packToolReturn(ok, value, env.clock.nowMs()) }],
+        content: [{ type: "text", text: packToolReturn(output.ok, value, env.clock.nowMs()) }],
         tool_calls: null,
         tool_call_id: call.id,
-        is_err: ok ? null : true,
+        is_err: output.ok ? null : true,
         created_at_ms: env.clock.nowMs(),
       });
     }
@@ -490,13 +603,14 @@ export class TurnRunner {
     else stop = sentMessage && !heartbeat ? "end_turn" : null;
     if (stop === null && usage.step_count >= request.maxSteps) stop = "max_steps";
 
-    const stepMessages = [...pendingInput, assistant, ...toolMessages];
+    const nowMs = pending.nowMs;
+    const stepMessages = [...pending.pendingInput, assistant, ...toolMessages];
     const step: StepRecord = {
       id: stepId,
       run_id: run.id,
       agent_id: agent.id,
-      provider: llm.providerName,
-      model: llm.model,
+      provider: pending.llm.providerName,
+      model: pending.llm.model,
       stop_reason: stop,
       usage: {
         prompt_tokens: result.usage.inputTokens,
@@ -515,7 +629,7 @@ export class TurnRunner {
         create: false,
         agent: {
           ...storedAgent,
-          message_ids: [...inContext.map((m) => m.id), ...stepMessages.map((m) => m.id)],
+          message_ids: [...agent.message_ids, ...stepMessages.map((m) => m.id)],
           extra: finished ? { ...storedAgent.extra, last_stop_reason: stop } : storedAgent.extra,
           updated_at_ms: nowMs,
         },
@@ -541,7 +655,7 @@ export class TurnRunner {
     if (request.onEvent) {
       for (const message of announced) {
         // With token streaming the assistant's words and calls were already sent as chunks.
-        if (request.streamTokens && message.id === assistantId) continue;
+        if (request.streamTokens && message.id === assistant.id) continue;
         request.onEvent({ type: "message", message });
       }
     }
