@@ -331,7 +331,9 @@ describe("the agent loop", () => {
     const results = await Promise.all(ids.map((id, i) => send(id, `n${i}`)));
     const elapsedMs = performance.now() - started;
     expect(results.every((r) => r.status === 200)).toBe(true);
-    results.forEach((r, i) => expect(assistantText(r.body)).toBe(`done n${i}`));
+    results.forEach((r, i) => {
+      expect(assistantText(r.body)).toBe(`done n${i}`);
+    });
     // Serial would be 20 s; concurrent is one delay plus overhead.
     expect(elapsedMs).toBeLessThan(3_000);
   });
