@@ -444,3 +444,45 @@ describe("the agent loop", () => {
     expect(embeddings.map((m: any) => m.handle)).toContain("openai/text-embedding-3-small");
   });
 });
+
+describe("a client that goes away mid-stream", () => {
+  it("does not corrupt the agent: the step still commits, and the agent answers the next message", async () => {
+    fake.script((req) =>
+      callsSinceUser(req) === 0
+        ? { toolCalls: [{ name: "conversation_search", args: { query: "x", request_heartbeat: true } }] }
+        : { delayMs: 300, toolCalls: [{ name: "send_message", args: { message: "finished anyway" } }] },
+    );
+    const a = await agent();
+    const url = await t.kelpie.app.listen({ host: "127.0.0.1", port: 0 });
+    const controller = new AbortController();
+    const res = await fetch(`${url}/v1/agents/${a.id}/messages/stream`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ messages: [{ role: "user", content: "stream then vanish" }] }),
+      signal: controller.signal,
+    });
+    const reader = res.body!.getReader();
+    const first = new TextDecoder().decode((await reader.read()).value);
+    expect(first).toContain("data: ");
+    controller.abort();
+    // The turn finishes on the server: its messages are all stored, whole.
+    let list: any[] = [];
+    for (let i = 0; i < 50; i++) {
+      list = (await t.req("GET", `/v1/agents/${a.id}/messages?order=asc`)).body;
+      if (list.some((m: any) => m.message_type === "assistant_message")) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(list.map((m: any) => m.message_type)).toEqual([
+      "user_message",
+      "tool_call_message",
+      "tool_return_message",
+      "assistant_message",
+      "tool_return_message",
+    ]);
+    fake.script((req) => ({
+      toolCalls: [{ name: "send_message", args: { message: `echo: ${lastUserText(req)}` } }],
+    }));
+    const next = await send(a.id, "still there?");
+    expect(assistantText(next.body)).toBe("echo: still there?");
+  });
+});
