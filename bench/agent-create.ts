@@ -1,12 +1,11 @@
 // Agent create throughput through the HTTP API on SQLite, 16 requests in flight.
 // Primitive: a plain Fastify route that commits one SQLite row, driven the same way.
 import { join } from "node:path";
-import Database from "better-sqlite3";
-import Fastify from "fastify";
 import { SystemClock } from "../src/core/clock.ts";
 import { SystemRng } from "../src/core/rng.ts";
 import { createKelpie } from "../src/server.ts";
 import { SqliteStorage } from "../src/storage/sqlite.ts";
+import { startPlainServer } from "./primitive.ts";
 import { benchDir, nowMs, round3 } from "./stats.ts";
 
 const CREATES_COUNT = 2_000;
@@ -43,20 +42,10 @@ export async function run(): Promise<Record<string, unknown>> {
   const perS = await drive(`${url}/v1/agents/`, body);
   await kelpie.close();
 
-  const db = new Database(join(dir, "primitive.db"));
-  db.pragma("journal_mode = WAL");
-  db.pragma("synchronous = FULL");
-  db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, doc TEXT)");
-  const insert = db.prepare("INSERT INTO t (doc) VALUES (?)");
-  const plain = Fastify();
-  plain.post("/", async (req) => {
-    insert.run(JSON.stringify(req.body));
-    return { ok: true };
-  });
-  const plainUrl = await plain.listen({ host: "127.0.0.1", port: 0 });
+  const plain = await startPlainServer(dir);
+  const plainUrl = plain.url;
   const limitPerS = await drive(`${plainUrl}/`, body);
   await plain.close();
-  db.close();
   return {
     n: CREATES_COUNT,
     per_s: Math.round(perS),

@@ -3,14 +3,13 @@
 // in 0 ms, so the whole round trip is our overhead. Primitive: a plain Fastify route doing one
 // SQLite commit of the same size, driven the same way.
 import { join } from "node:path";
-import Database from "better-sqlite3";
-import Fastify from "fastify";
 import { SystemClock } from "../src/core/clock.ts";
 import { SystemRng } from "../src/core/rng.ts";
 import { llmConfigFromEnv } from "../src/llm/registry.ts";
 import { createKelpie } from "../src/server.ts";
 import { SqliteStorage } from "../src/storage/sqlite.ts";
 import { instantLlm } from "./instant-llm.ts";
+import { startPlainServer } from "./primitive.ts";
 import { benchDir, nowMs, percentileMs, round3 } from "./stats.ts";
 
 const WARMUP_COUNT = 200;
@@ -76,22 +75,12 @@ export async function run(): Promise<Record<string, unknown>> {
   }
   await kelpie.close();
 
-  const db = new Database(join(dir, "primitive.db"));
-  db.pragma("journal_mode = WAL");
-  db.pragma("synchronous = FULL");
-  db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, doc TEXT)");
-  const insert = db.prepare("INSERT INTO t (doc) VALUES (?)");
-  const plain = Fastify();
-  plain.post("/", async (req) => {
-    insert.run(JSON.stringify(req.body));
-    return { ok: true };
-  });
-  const plainUrl = await plain.listen({ host: "127.0.0.1", port: 0 });
+  const plain = await startPlainServer(dir);
+  const plainUrl = plain.url;
   const primitive = await timeRequests(plainUrl, () =>
     JSON.stringify({ messages: [{ role: "user", content: "x" }] }),
   );
   await plain.close();
-  db.close();
 
   const p50 = percentileMs(samples, 50);
   const limit = percentileMs(primitive, 50);

@@ -7,13 +7,13 @@
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
-import Fastify from "fastify";
 import { SystemClock } from "../src/core/clock.ts";
 import { SystemRng } from "../src/core/rng.ts";
 import { llmConfigFromEnv } from "../src/llm/registry.ts";
 import { createKelpie } from "../src/server.ts";
 import { SqliteStorage } from "../src/storage/sqlite.ts";
 import { instantLlm } from "./instant-llm.ts";
+import { startPlainServer } from "./primitive.ts";
 import { benchDir, round3 } from "./stats.ts";
 
 const AGENTS_COUNT = 1_000;
@@ -85,20 +85,10 @@ export async function run(): Promise<Record<string, unknown>> {
   await kelpie.close();
   if (result.failed > 0) throw new Error(`${result.failed} requests failed`);
 
-  const db = new Database(join(dir, "primitive.db"));
-  db.pragma("journal_mode = WAL");
-  db.pragma("synchronous = FULL");
-  db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, doc TEXT)");
-  const insert = db.prepare("INSERT INTO t (doc) VALUES (?)");
-  const plain = Fastify();
-  plain.post("/:agent", async (req) => {
-    insert.run(JSON.stringify(req.body));
-    return { ok: true };
-  });
-  const plainUrl = await plain.listen({ host: "127.0.0.1", port: 0 });
+  const plain = await startPlainServer(dir);
+  const plainUrl = plain.url;
   const primitive = await drive(urls.map((_, i) => `${plainUrl}/${i}`));
   await plain.close();
-  db.close();
 
   const bare = new Database(join(dir, "bare.db"));
   bare.pragma("journal_mode = WAL");
