@@ -27,7 +27,7 @@ import type {
 } from "../storage/types.ts";
 import { usesHeartbeats, withHeartbeat } from "../tools/builtins.ts";
 import { CoreMemory } from "../tools/memory-tools.ts";
-import type { AgentService } from "./agents.ts";
+import type { AgentService, AgentView } from "./agents.ts";
 import { toChatMessages } from "./history.ts";
 import { type LettaMessage, type LettaMessageOptions, toLettaMessages } from "./letta-messages.ts";
 import { MessageCache } from "./message-cache.ts";
@@ -129,6 +129,8 @@ interface PendingStep {
   external: ParsedCall[];
   toolsByName: Map<string, ToolRecord>;
   memory: CoreMemory;
+  /** The agent as the step's first half read it (before any of this step's edits). */
+  view: AgentView;
   pendingInput: MessageRecord[];
   llm: { providerName: string; model: string };
   agentType: string;
@@ -283,7 +285,16 @@ export class TurnRunner {
             if (pending.external.length > 0) return { pending, outcome: null };
             return {
               pending: null,
-              outcome: await this.stepFinish(ctx, request, pending, new Map(), run, usage, produced),
+              outcome: await this.stepFinish(
+                ctx,
+                request,
+                pending,
+                new Map(),
+                run,
+                usage,
+                produced,
+                pending.view,
+              ),
             };
           },
         );
@@ -462,6 +473,8 @@ export class TurnRunner {
         Math.max(0, keepTokens),
         request.signal,
       );
+      // The compaction committed the shorter context; the rest of the step builds on it.
+      agent.message_ids = inContext.map((m) => m.id);
       chatRequest = buildRequest([...inContext, ...pendingInput]);
       promptTokens = count(chatRequest);
     }
@@ -537,6 +550,7 @@ export class TurnRunner {
       ),
       toolsByName,
       memory,
+      view,
       pendingInput,
       llm: { providerName: llm.providerName, model: llm.model },
       agentType: agent.agent_type,
@@ -556,10 +570,12 @@ export class TurnRunner {
     run: RunRecord,
     usage: Usage,
     produced: LettaMessage[],
+    sameOpView?: AgentView,
   ): Promise<StepOutcome> {
     const { env, agents } = this.deps;
-    // Read the agent afresh: between the halves another op may have changed its memory or history.
-    const view = await agents.view(ctx.agentId);
+    // Within the op that began the step the agent is as it was read; after a continuation, read
+    // it afresh: between the halves another op may have changed its memory or history.
+    const view = sameOpView ?? (await agents.view(ctx.agentId));
     const agent = view.agent;
     const memory = new CoreMemory(view.blocks, agent.id, () => env.clock.nowMs(), env.rng.fork("memory"));
     const { assistant, result, stepId } = pending;

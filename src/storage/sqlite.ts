@@ -45,6 +45,9 @@ export interface SqliteOptions {
   synchronous?: "full" | "normal";
 }
 
+/** Bound on the parsed-tool cache; past it the cache starts over. */
+const TOOLS_PARSED_ENTRIES_MAX = 4_096;
+
 const parse = <T>(row: unknown): T => JSON.parse((row as { doc: string }).doc) as T;
 
 export class SqliteStorage implements Storage {
@@ -409,6 +412,24 @@ export class SqliteStorage implements Storage {
     return this.byIds<BlockRecord>("blocks", ids);
   }
 
+  /**
+   * Tool rows are large (JSON schemas) and read on every agent step, yet rarely change: parsed
+   * tools are kept keyed by their exact stored text, so a changed row is simply a new key.
+   * Callers treat records as read-only.
+   */
+  private readonly toolsParsed = new Map<string, unknown>();
+
+  private parseTool<T>(row: unknown): T {
+    const doc = (row as { doc: string }).doc;
+    let parsed = this.toolsParsed.get(doc);
+    if (parsed === undefined) {
+      parsed = JSON.parse(doc);
+      if (this.toolsParsed.size >= TOOLS_PARSED_ENTRIES_MAX) this.toolsParsed.clear();
+      this.toolsParsed.set(doc, parsed);
+    }
+    return parsed as T;
+  }
+
   private byIds<T extends { id: string }>(table: "blocks" | "tools" | "messages", ids: string[]): T[] {
     if (ids.length === 0) return [];
     if (ids.length === 1) {
@@ -421,7 +442,7 @@ export class SqliteStorage implements Storage {
     );
     const byId = new Map<string, T>();
     for (const row of rows) {
-      const record = parse<T>(row);
+      const record = table === "tools" ? this.parseTool<T>(row) : parse<T>(row);
       byId.set(record.id, record);
     }
     return ids.flatMap((id) => {
