@@ -21,6 +21,8 @@ import { LocalPlacement } from "./runtime/placement.ts";
 import { Runtime } from "./runtime/runtime.ts";
 import { openStorage } from "./storage/open.ts";
 import type { Storage } from "./storage/types.ts";
+import { McpConnections } from "./tools/mcp/connections.ts";
+import { McpService } from "./tools/mcp/service.ts";
 import { MultiAgentTools } from "./tools/multi-agent.ts";
 import { ToolService } from "./tools/tool-service.ts";
 
@@ -74,6 +76,7 @@ export async function createKelpie(env: Env, options: KelpieOptions = {}): Promi
     agents,
     messages: new MessageService(env, runtime, turns),
     context: new ContextService(env, agents, llm),
+    mcp: new McpService(env, new McpConnections(env.clock)),
     blocks: new BlockService(env),
     tools,
     toolRunners,
@@ -82,6 +85,7 @@ export async function createKelpie(env: Env, options: KelpieOptions = {}): Promi
     version: KELPIE_VERSION,
   };
   new MultiAgentTools(services.messages, env.storage).register(toolRunners);
+  toolRunners.registerType("external_mcp", services.mcp);
   const app = buildApp(services, { logger: options.logger ?? false });
   runtime.start();
   return {
@@ -90,6 +94,7 @@ export async function createKelpie(env: Env, options: KelpieOptions = {}): Promi
     async close() {
       await app.close();
       await runtime.stop();
+      await services.mcp.connections.closeAll();
       await env.storage.close();
     },
   };

@@ -11,11 +11,14 @@ import type { LlmProvidersConfig } from "../llm/registry.ts";
 import type { BlockService } from "../memory/block-service.ts";
 import type { Telemetry } from "../observability/telemetry.ts";
 import type { Runtime } from "../runtime/runtime.ts";
+import type { McpService } from "../tools/mcp/service.ts";
 import type { ToolService } from "../tools/tool-service.ts";
 import { agentsRoutes } from "./agents.ts";
 import { blocksRoutes } from "./blocks.ts";
 import { installErrorHandler } from "./errors.ts";
 import { healthRoutes } from "./health.ts";
+import { mcpLegacyRoutes } from "./mcp-legacy.ts";
+import { mcpServersRoutes } from "./mcp-servers.ts";
 import { messagesRoutes } from "./messages.ts";
 import { modelsRoutes } from "./models.ts";
 import { runsRoutes } from "./runs.ts";
@@ -29,6 +32,7 @@ export interface Services {
   tools: ToolService;
   messages: MessageService;
   context: ContextService;
+  mcp: McpService;
   /** Runners for tools the agent loop does not run itself (archival, sandboxed custom, MCP). */
   toolRunners: ToolRunners;
   telemetry: Telemetry;
@@ -82,6 +86,8 @@ export function buildApp(services: Services, options: AppOptions = {}): FastifyI
   app.register(blocksRoutes, { prefix: "/v1/blocks", services });
   app.register(toolsRoutes, { prefix: "/v1/tools", services });
   app.register(runsRoutes, { prefix: "/v1/runs", services });
+  app.register(mcpServersRoutes, { prefix: "/v1/mcp-servers", services });
+  app.register(mcpLegacyRoutes, { prefix: "/v1/tools/mcp", services });
   app.register(modelsRoutes, { prefix: "/v1/models", services });
   return app;
 }

@@ -19,6 +19,7 @@ export const ERRORS = {
   LLM_ERROR: { status: 502, retryable: true },
   LLM_NOT_CONFIGURED: { status: 400, retryable: false },
   CONTEXT_WINDOW_OVERFLOW: { status: 400, retryable: false },
+  MCP_UNAVAILABLE: { status: 502, retryable: true },
   CANCELLED: { status: 409, retryable: false },
   INTERNAL: { status: 500, retryable: false },
 } as const satisfies Record<string, { status: number; retryable: boolean }>;

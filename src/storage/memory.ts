@@ -7,6 +7,7 @@ import type {
   BlockListQuery,
   BlockRecord,
   CommitOptions,
+  McpServerRecord,
   MessageRecord,
   Mutation,
   PageQuery,
@@ -32,6 +33,7 @@ interface Tables {
   messages: Map<string, Row<MessageRecord>>;
   runs: Map<string, Row<RunRecord>>;
   steps: Map<string, Row<StepRecord>>;
+  mcpServers: Map<string, Row<McpServerRecord>>;
   agentBlocks: Map<string, string[]>;
   agentTools: Map<string, string[]>;
   fences: Map<string, number>;
@@ -48,6 +50,7 @@ function copyTables(t: Tables): Tables {
     messages: new Map(t.messages),
     runs: new Map(t.runs),
     steps: new Map(t.steps),
+    mcpServers: new Map(t.mcpServers),
     agentBlocks: new Map(t.agentBlocks),
     agentTools: new Map(t.agentTools),
     fences: new Map(t.fences),
@@ -91,6 +94,7 @@ export class MemoryStorage implements Storage {
     messages: new Map(),
     runs: new Map(),
     steps: new Map(),
+    mcpServers: new Map(),
     agentBlocks: new Map(),
     agentTools: new Map(),
     fences: new Map(),
@@ -163,8 +167,13 @@ export class MemoryStorage implements Storage {
         const existing = t.tools.get(m.tool.id);
         if (m.create && existing) throw new KelpieError("CONFLICT", `tool ${m.tool.id} already exists`);
         if (!m.create && !existing) throw notFound("tool", m.tool.id);
-        for (const row of t.tools.values()) {
-          if (row.value.name === m.tool.name && row.value.id !== m.tool.id) {
+        // MCP tools keep their servers' names (two servers may both have an "echo"); others are unique.
+        for (const row of m.tool.tool_type === "external_mcp" ? [] : t.tools.values()) {
+          if (
+            row.value.name === m.tool.name &&
+            row.value.id !== m.tool.id &&
+            row.value.tool_type !== "external_mcp"
+          ) {
             throw new KelpieError("CONFLICT", `a tool named '${m.tool.name}' already exists`);
           }
         }
@@ -225,6 +234,24 @@ export class MemoryStorage implements Storage {
       case "put_step": {
         const existing = t.steps.get(m.step.id);
         t.steps.set(m.step.id, { seq: existing?.seq ?? ++t.seq, value: clone(m.step) });
+        return;
+      }
+      case "put_mcp_server": {
+        const existing = t.mcpServers.get(m.server.id);
+        if (m.create && existing)
+          throw new KelpieError("CONFLICT", `MCP server ${m.server.id} already exists`);
+        if (!m.create && !existing) throw new KelpieError("NOT_FOUND", `MCP server ${m.server.id} not found`);
+        for (const row of t.mcpServers.values()) {
+          if (row.value.server_name === m.server.server_name && row.value.id !== m.server.id) {
+            throw new KelpieError("CONFLICT", `an MCP server named '${m.server.server_name}' already exists`);
+          }
+        }
+        t.mcpServers.set(m.server.id, { seq: existing?.seq ?? ++t.seq, value: clone(m.server) });
+        return;
+      }
+      case "delete_mcp_server": {
+        if (!t.mcpServers.delete(m.server_id))
+          throw new KelpieError("NOT_FOUND", `MCP server ${m.server_id} not found`);
         return;
       }
       case "delete_agent_messages": {
@@ -322,8 +349,14 @@ export class MemoryStorage implements Storage {
   }
 
   async getToolByName(name: string): Promise<ToolRecord | null> {
-    for (const row of this.tables.tools.values()) if (row.value.name === name) return clone(row.value);
-    return null;
+    const rows = [...this.tables.tools.values()]
+      .filter((r) => r.value.name === name)
+      .sort(
+        (a, b) =>
+          Number(a.value.tool_type === "external_mcp") - Number(b.value.tool_type === "external_mcp") ||
+          a.seq - b.seq,
+      );
+    return rows[0] ? clone(rows[0].value) : null;
   }
 
   async getTools(ids: string[]): Promise<ToolRecord[]> {
@@ -395,5 +428,14 @@ export class MemoryStorage implements Storage {
       .filter((r) => r.value.run_id === runId)
       .sort((a, b) => a.seq - b.seq)
       .map((r) => clone(r.value));
+  }
+
+  async getMcpServer(id: string): Promise<McpServerRecord | null> {
+    const row = this.tables.mcpServers.get(id);
+    return row ? clone(row.value) : null;
+  }
+
+  async listMcpServers(): Promise<McpServerRecord[]> {
+    return [...this.tables.mcpServers.values()].sort((a, b) => a.seq - b.seq).map((r) => clone(r.value));
   }
 }

@@ -37,10 +37,11 @@ CREATE INDEX blocks_label ON blocks (label);
 CREATE TABLE tools (
   seq ${t.seq},
   id TEXT NOT NULL UNIQUE,
-  name TEXT NOT NULL UNIQUE,
+  name TEXT NOT NULL,
   tool_type TEXT NOT NULL,
   doc ${t.json} NOT NULL
 );
+CREATE INDEX tools_name ON tools (name);
 CREATE TABLE agent_blocks (
   agent_id TEXT NOT NULL REFERENCES agents (id) ON DELETE CASCADE,
   block_id TEXT NOT NULL REFERENCES blocks (id) ON DELETE CASCADE,
@@ -86,6 +87,16 @@ CREATE TABLE agent_fences (
 );
 `;
 
+const V3_MCP = (t: { seq: string; json: string; int8: string }) => `
+CREATE TABLE mcp_servers (
+  seq ${t.seq},
+  id TEXT NOT NULL UNIQUE,
+  server_name TEXT NOT NULL UNIQUE,
+  doc ${t.json} NOT NULL
+);
+`;
+
+// Versions need not be contiguous: each missing one is applied once, in order.
 export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
@@ -97,6 +108,12 @@ export const MIGRATIONS: readonly Migration[] = [
       int8: "INTEGER",
     }),
     postgres: V1_COMMON({ seq: "BIGSERIAL PRIMARY KEY", json: "JSONB", bool: "BOOLEAN", int8: "BIGINT" }),
+  },
+  {
+    version: 3,
+    name: "mcp servers",
+    sqlite: V3_MCP({ seq: "INTEGER PRIMARY KEY AUTOINCREMENT", json: "TEXT", int8: "INTEGER" }),
+    postgres: V3_MCP({ seq: "BIGSERIAL PRIMARY KEY", json: "JSONB", int8: "BIGINT" }),
   },
 ];
 

@@ -20,6 +20,7 @@ import type {
   BlockListQuery,
   BlockRecord,
   CommitOptions,
+  McpServerRecord,
   MessageRecord,
   Mutation,
   PageQuery,
@@ -206,7 +207,11 @@ export class PostgresStorage implements Storage {
         const exists = await this.exists(tx, "tools", t.id);
         if (m.create && exists) throw new KelpieError("CONFLICT", `tool ${t.id} already exists`);
         if (!m.create && !exists) throw notFound("tool", t.id);
-        const clash = await tx`SELECT id FROM tools WHERE name = ${t.name} AND id <> ${t.id}`;
+        // MCP tools keep their servers' names (two servers may both have an "echo"); others are unique.
+        const clash =
+          t.tool_type === "external_mcp"
+            ? []
+            : await tx`SELECT id FROM tools WHERE name = ${t.name} AND id <> ${t.id} AND tool_type <> 'external_mcp'`;
         if (clash.length > 0) throw new KelpieError("CONFLICT", `a tool named '${t.name}' already exists`);
         if (exists) {
           await tx`UPDATE tools SET name = ${t.name}, tool_type = ${t.tool_type}, doc = ${tx.json(t as never)}
@@ -268,6 +273,29 @@ export class PostgresStorage implements Storage {
         if (!(await this.exists(tx, "agents", run.agent_id))) throw notFound("agent", run.agent_id);
         await tx`INSERT INTO runs (id, agent_id, doc) VALUES (${run.id}, ${run.agent_id}, ${tx.json(run as never)})
                  ON CONFLICT (id) DO UPDATE SET doc = EXCLUDED.doc`;
+        return;
+      }
+      case "put_mcp_server": {
+        const server = m.server;
+        const exists = (await tx`SELECT 1 FROM mcp_servers WHERE id = ${server.id}`).length > 0;
+        if (m.create && exists) throw new KelpieError("CONFLICT", `MCP server ${server.id} already exists`);
+        if (!m.create && !exists) throw new KelpieError("NOT_FOUND", `MCP server ${server.id} not found`);
+        const clash =
+          await tx`SELECT 1 FROM mcp_servers WHERE server_name = ${server.server_name} AND id <> ${server.id}`;
+        if (clash.length > 0)
+          throw new KelpieError("CONFLICT", `an MCP server named '${server.server_name}' already exists`);
+        if (exists) {
+          await tx`UPDATE mcp_servers SET server_name = ${server.server_name}, doc = ${tx.json(server as never)}
+                   WHERE id = ${server.id}`;
+        } else {
+          await tx`INSERT INTO mcp_servers (id, server_name, doc)
+                   VALUES (${server.id}, ${server.server_name}, ${tx.json(server as never)})`;
+        }
+        return;
+      }
+      case "delete_mcp_server": {
+        const r = await tx`DELETE FROM mcp_servers WHERE id = ${m.server_id}`;
+        if (r.count === 0) throw new KelpieError("NOT_FOUND", `MCP server ${m.server_id} not found`);
         return;
       }
       case "put_step": {
@@ -392,7 +420,10 @@ export class PostgresStorage implements Storage {
   }
 
   getToolByName(name: string): Promise<ToolRecord | null> {
-    return this.one<ToolRecord>("SELECT doc FROM tools WHERE name = $1", name);
+    return this.one<ToolRecord>(
+      "SELECT doc FROM tools WHERE name = $1 ORDER BY (tool_type = 'external_mcp'), seq LIMIT 1",
+      name,
+    );
   }
 
   getTools(ids: string[]): Promise<ToolRecord[]> {
@@ -440,6 +471,16 @@ export class PostgresStorage implements Storage {
       (await this.sql`SELECT doc FROM steps WHERE run_id = ${runId} ORDER BY seq`).map(
         (r) => r.doc as StepRecord,
       ),
+    );
+  }
+
+  getMcpServer(id: string): Promise<McpServerRecord | null> {
+    return this.one<McpServerRecord>("SELECT doc FROM mcp_servers WHERE id = $1", id);
+  }
+
+  async listMcpServers(): Promise<McpServerRecord[]> {
+    return this.guard(async () =>
+      (await this.sql`SELECT doc FROM mcp_servers ORDER BY seq`).map((r) => r.doc as McpServerRecord),
     );
   }
 }

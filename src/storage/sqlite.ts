@@ -20,6 +20,7 @@ import type {
   BlockListQuery,
   BlockRecord,
   CommitOptions,
+  McpServerRecord,
   MessageRecord,
   Mutation,
   PageQuery,
@@ -250,7 +251,14 @@ export class SqliteStorage implements Storage {
         const exists = this.exists("tools", t.id);
         if (m.create && exists) throw new KelpieError("CONFLICT", `tool ${t.id} already exists`);
         if (!m.create && !exists) throw notFound("tool", t.id);
-        const clash = this.sql("SELECT id FROM tools WHERE name = ? AND id <> ?").get(t.name, t.id);
+        // MCP tools keep their servers' names (two servers may both have an "echo"); others are unique.
+        const clash =
+          t.tool_type === "external_mcp"
+            ? undefined
+            : this.sql("SELECT id FROM tools WHERE name = ? AND id <> ? AND tool_type <> 'external_mcp'").get(
+                t.name,
+                t.id,
+              );
         if (clash !== undefined) throw new KelpieError("CONFLICT", `a tool named '${t.name}' already exists`);
         const doc = JSON.stringify(t);
         if (exists) {
@@ -334,6 +342,39 @@ export class SqliteStorage implements Storage {
             "INSERT INTO steps (id, run_id, agent_id, doc) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
           ).run(step.id, step.run_id, step.agent_id, JSON.stringify(step)),
         );
+        return;
+      }
+      case "put_mcp_server": {
+        const server = m.server;
+        const exists = this.sql("SELECT 1 FROM mcp_servers WHERE id = ?").get(server.id) !== undefined;
+        if (m.create && exists) throw new KelpieError("CONFLICT", `MCP server ${server.id} already exists`);
+        if (!m.create && !exists) throw new KelpieError("NOT_FOUND", `MCP server ${server.id} not found`);
+        const clash = this.sql("SELECT 1 FROM mcp_servers WHERE server_name = ? AND id <> ?").get(
+          server.server_name,
+          server.id,
+        );
+        if (clash !== undefined) {
+          throw new KelpieError("CONFLICT", `an MCP server named '${server.server_name}' already exists`);
+        }
+        const doc = JSON.stringify(server);
+        if (exists) {
+          this.sql("UPDATE mcp_servers SET server_name = ?, doc = ? WHERE id = ?").run(
+            server.server_name,
+            doc,
+            server.id,
+          );
+        } else {
+          this.sql("INSERT INTO mcp_servers (id, server_name, doc) VALUES (?, ?, ?)").run(
+            server.id,
+            server.server_name,
+            doc,
+          );
+        }
+        return;
+      }
+      case "delete_mcp_server": {
+        const { changes } = this.sql("DELETE FROM mcp_servers WHERE id = ?").run(m.server_id);
+        if (changes === 0) throw new KelpieError("NOT_FOUND", `MCP server ${m.server_id} not found`);
         return;
       }
       case "delete_agent_messages": {
@@ -473,7 +514,9 @@ export class SqliteStorage implements Storage {
   }
 
   async getToolByName(name: string): Promise<ToolRecord | null> {
-    const row = this.sql("SELECT doc FROM tools WHERE name = ?").get(name);
+    const row = this.sql(
+      "SELECT doc FROM tools WHERE name = ? ORDER BY (tool_type = 'external_mcp'), seq LIMIT 1",
+    ).get(name);
     return row === undefined ? null : parse<ToolRecord>(row);
   }
 
@@ -524,5 +567,16 @@ export class SqliteStorage implements Storage {
     return this.sql("SELECT doc FROM steps WHERE run_id = ? ORDER BY seq")
       .all(runId)
       .map((row) => parse<StepRecord>(row));
+  }
+
+  async getMcpServer(id: string): Promise<McpServerRecord | null> {
+    const row = this.sql("SELECT doc FROM mcp_servers WHERE id = ?").get(id);
+    return row === undefined ? null : parse<McpServerRecord>(row);
+  }
+
+  async listMcpServers(): Promise<McpServerRecord[]> {
+    return this.sql("SELECT doc FROM mcp_servers ORDER BY seq")
+      .all()
+      .map((row) => parse<McpServerRecord>(row));
   }
 }

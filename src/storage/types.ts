@@ -24,7 +24,7 @@ export interface BlockRecord {
 
 export interface ToolRecord {
   id: string;
-  /** Unique across the server. */
+  /** Unique across the server, except that MCP tools (tool_type external_mcp) keep their servers' names. */
   name: string;
   tool_type: string;
   description: string | null;
@@ -128,6 +128,18 @@ export interface StepRecord {
   created_at_ms: number;
 }
 
+/** A registered MCP server (Letta's StdioMCPServer / SSEMCPServer / StreamableHTTPMCPServer). */
+export interface McpServerRecord {
+  id: string;
+  /** Unique across the server. */
+  server_name: string;
+  mcp_server_type: "stdio" | "sse" | "streamable_http";
+  /** stdio: command, args, env; sse/streamable_http: server_url, auth_header, auth_token, custom_headers. */
+  config: Record<string, unknown>;
+  created_at_ms: number;
+  updated_at_ms: number;
+}
+
 export type Order = "asc" | "desc";
 
 /** Cursor pagination as Letta clients use it: `after`/`before` are ids, in the listing's order. */
@@ -181,7 +193,9 @@ export type Mutation =
   | { op: "put_message"; message: MessageRecord }
   | { op: "delete_agent_messages"; agent_id: string; except_ids: string[] }
   | { op: "put_run"; run: RunRecord }
-  | { op: "put_step"; step: StepRecord };
+  | { op: "put_step"; step: StepRecord }
+  | { op: "put_mcp_server"; server: McpServerRecord; create: boolean }
+  | { op: "delete_mcp_server"; server_id: string };
 
 /**
  * The agent whose state a commit changes, and the fencing token its activation holds. The commit
@@ -208,11 +222,14 @@ export interface Storage {
    * - with a fence, the stored fencing token of `fence.agent_id` must equal `fence.token` (else FENCED);
    * - `put_*` with `create: true` fails (CONFLICT) when the id exists, with `create: false` when it does not (NOT_FOUND);
    * - `put_block` with create false requires `block.version` = stored version + 1 (else CONFLICT);
-   * - a tool name is unique (CONFLICT); attach of an attached pair and detach of an absent pair are no-ops;
+   * - a tool name is unique among tools that are not external_mcp (CONFLICT); MCP tools keep their
+   *   servers' names, and getToolByName prefers a non-MCP tool; attach of an attached pair and detach of an absent pair are no-ops;
    * - attach/detach to a missing agent, block or tool is NOT_FOUND;
    * - delete of a missing row is NOT_FOUND; delete_agent removes its relations, messages and fence;
    *   delete_block and delete_tool remove them from every agent;
-   * - put_message, put_run and put_step insert or replace by id (a message or run must name an existing agent).
+   * - put_message, put_run and put_step insert or replace by id (a message or run must name an existing agent);
+   * - put_mcp_server follows the put_* create rules; its server_name is unique (CONFLICT); delete_mcp_server
+   *   of a missing server is NOT_FOUND (its tools are separate rows, deleted by the caller).
    */
   commit(mutations: Mutation[], options?: CommitOptions): Promise<void>;
 
@@ -254,4 +271,8 @@ export interface Storage {
   /** Runs of one agent (or all), newest first for desc. */
   listRuns(agentId: string | undefined, query: PageQuery): Promise<RunRecord[]>;
   listSteps(runId: string): Promise<StepRecord[]>;
+
+  getMcpServer(id: string): Promise<McpServerRecord | null>;
+  /** All MCP servers, in registration order. */
+  listMcpServers(): Promise<McpServerRecord[]>;
 }

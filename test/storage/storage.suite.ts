@@ -379,4 +379,27 @@ export function storageSuite(open: () => Promise<Storage>): void {
     await s.commit([{ op: "put_step", step }]);
     expect(await s.listSteps("run-1")).toEqual([step]);
   });
+
+  it("stores MCP servers with unique names", async () => {
+    const server = {
+      id: id("mcp_server"),
+      server_name: "everything",
+      mcp_server_type: "stdio" as const,
+      config: { command: "npx", args: ["-y", "x"], env: { A: "1" } },
+      created_at_ms: 1,
+      updated_at_ms: 1,
+    };
+    await s.commit([{ op: "put_mcp_server", server, create: true }]);
+    expect(await s.getMcpServer(server.id)).toEqual(server);
+    expect(
+      await code(
+        s.commit([{ op: "put_mcp_server", server: { ...server, id: id("mcp_server") }, create: true }]),
+      ),
+    ).toBe("CONFLICT");
+    await s.commit([{ op: "put_mcp_server", server: { ...server, server_name: "renamed" }, create: false }]);
+    expect((await s.listMcpServers()).map((x) => x.server_name)).toEqual(["renamed"]);
+    await s.commit([{ op: "delete_mcp_server", server_id: server.id }]);
+    expect(await s.getMcpServer(server.id)).toBeNull();
+    expect(await code(s.commit([{ op: "delete_mcp_server", server_id: server.id }]))).toBe("NOT_FOUND");
+  });
 }
