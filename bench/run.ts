@@ -5,6 +5,7 @@ const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   "agent-create": async () => (await import("./agent-create.ts")).run(),
   "step-overhead": async () => (await import("./step-overhead.ts")).run(),
   "steps-throughput": async () => (await import("./steps-throughput.ts")).run(),
+  "mcp-call": async () => (await import("./mcp-call.ts")).run(),
 };
 
 const name = process.argv[2];
