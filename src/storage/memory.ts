@@ -4,6 +4,8 @@ import { invalidField, KelpieError, notFound } from "../core/errors.ts";
 import type {
   AgentListQuery,
   AgentRecord,
+  ApiKeyRecord,
+  AuditRecord,
   BlockListQuery,
   BlockRecord,
   CommitOptions,
@@ -34,6 +36,8 @@ interface Tables {
   runs: Map<string, Row<RunRecord>>;
   steps: Map<string, Row<StepRecord>>;
   mcpServers: Map<string, Row<McpServerRecord>>;
+  apiKeys: Map<string, Row<ApiKeyRecord>>;
+  audit: Map<string, Row<AuditRecord>>;
   agentBlocks: Map<string, string[]>;
   agentTools: Map<string, string[]>;
   fences: Map<string, number>;
@@ -51,6 +55,8 @@ function copyTables(t: Tables): Tables {
     runs: new Map(t.runs),
     steps: new Map(t.steps),
     mcpServers: new Map(t.mcpServers),
+    apiKeys: new Map(t.apiKeys),
+    audit: new Map(t.audit),
     agentBlocks: new Map(t.agentBlocks),
     agentTools: new Map(t.agentTools),
     fences: new Map(t.fences),
@@ -95,6 +101,8 @@ export class MemoryStorage implements Storage {
     runs: new Map(),
     steps: new Map(),
     mcpServers: new Map(),
+    apiKeys: new Map(),
+    audit: new Map(),
     agentBlocks: new Map(),
     agentTools: new Map(),
     fences: new Map(),
@@ -252,6 +260,18 @@ export class MemoryStorage implements Storage {
       case "delete_mcp_server": {
         if (!t.mcpServers.delete(m.server_id))
           throw new KelpieError("NOT_FOUND", `MCP server ${m.server_id} not found`);
+        return;
+      }
+      case "put_api_key": {
+        for (const row of t.apiKeys.values()) {
+          if (row.value.key_sha256 === m.key.key_sha256)
+            throw new KelpieError("CONFLICT", "this API key already exists");
+        }
+        t.apiKeys.set(m.key.id, { seq: ++t.seq, value: clone(m.key) });
+        return;
+      }
+      case "put_audit": {
+        t.audit.set(m.entry.id, { seq: ++t.seq, value: clone(m.entry) });
         return;
       }
       case "delete_agent_messages": {
@@ -437,5 +457,19 @@ export class MemoryStorage implements Storage {
 
   async listMcpServers(): Promise<McpServerRecord[]> {
     return [...this.tables.mcpServers.values()].sort((a, b) => a.seq - b.seq).map((r) => clone(r.value));
+  }
+
+  async listApiKeys(): Promise<ApiKeyRecord[]> {
+    return [...this.tables.apiKeys.values()].sort((a, b) => a.seq - b.seq).map((r) => clone(r.value));
+  }
+
+  async listAudit(query: PageQuery): Promise<AuditRecord[]> {
+    return paginate([...this.tables.audit.values()], query, this.tables.audit);
+  }
+
+  async coreMemoryChars(): Promise<number> {
+    let n = 0;
+    for (const row of this.tables.blocks.values()) n += row.value.value.length;
+    return n;
   }
 }

@@ -96,6 +96,21 @@ CREATE TABLE mcp_servers (
 );
 `;
 
+const V4_OPS = (t: { seq: string; json: string; int8: string }) => `
+CREATE TABLE api_keys (
+  seq ${t.seq},
+  id TEXT NOT NULL UNIQUE,
+  key_sha256 TEXT NOT NULL UNIQUE,
+  doc ${t.json} NOT NULL
+);
+CREATE TABLE audit_log (
+  seq ${t.seq},
+  id TEXT NOT NULL UNIQUE,
+  at_ms ${t.int8} NOT NULL,
+  doc ${t.json} NOT NULL
+);
+`;
+
 // Versions need not be contiguous: each missing one is applied once, in order.
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -114,6 +129,12 @@ export const MIGRATIONS: readonly Migration[] = [
     name: "mcp servers",
     sqlite: V3_MCP({ seq: "INTEGER PRIMARY KEY AUTOINCREMENT", json: "TEXT", int8: "INTEGER" }),
     postgres: V3_MCP({ seq: "BIGSERIAL PRIMARY KEY", json: "JSONB", int8: "BIGINT" }),
+  },
+  {
+    version: 4,
+    name: "api keys, audit log",
+    sqlite: V4_OPS({ seq: "INTEGER PRIMARY KEY AUTOINCREMENT", json: "TEXT", int8: "INTEGER" }),
+    postgres: V4_OPS({ seq: "BIGSERIAL PRIMARY KEY", json: "JSONB", int8: "BIGINT" }),
   },
 ];
 

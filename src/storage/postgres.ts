@@ -7,6 +7,7 @@ import { invalidField, isKelpieError, KelpieError, notFound } from "../core/erro
 import { MIGRATIONS } from "./migrations.ts";
 import {
   agentListSql,
+  auditListSql,
   blockListSql,
   messageListSql,
   runListSql,
@@ -17,6 +18,8 @@ import {
 import type {
   AgentListQuery,
   AgentRecord,
+  ApiKeyRecord,
+  AuditRecord,
   BlockListQuery,
   BlockRecord,
   CommitOptions,
@@ -298,6 +301,16 @@ export class PostgresStorage implements Storage {
         if (r.count === 0) throw new KelpieError("NOT_FOUND", `MCP server ${m.server_id} not found`);
         return;
       }
+      case "put_api_key": {
+        const clash = await tx`SELECT 1 FROM api_keys WHERE key_sha256 = ${m.key.key_sha256}`;
+        if (clash.length > 0) throw new KelpieError("CONFLICT", "this API key already exists");
+        await tx`INSERT INTO api_keys (id, key_sha256, doc) VALUES (${m.key.id}, ${m.key.key_sha256}, ${tx.json(m.key as never)})`;
+        return;
+      }
+      case "put_audit": {
+        await tx`INSERT INTO audit_log (id, at_ms, doc) VALUES (${m.entry.id}, ${m.entry.at_ms}, ${tx.json(m.entry as never)})`;
+        return;
+      }
       case "put_step": {
         const step = m.step;
         await tx`INSERT INTO steps (id, run_id, agent_id, doc)
@@ -482,5 +495,19 @@ export class PostgresStorage implements Storage {
     return this.guard(async () =>
       (await this.sql`SELECT doc FROM mcp_servers ORDER BY seq`).map((r) => r.doc as McpServerRecord),
     );
+  }
+
+  async listApiKeys(): Promise<ApiKeyRecord[]> {
+    return this.guard(async () =>
+      (await this.sql`SELECT doc FROM api_keys ORDER BY seq`).map((r) => r.doc as ApiKeyRecord),
+    );
+  }
+
+  listAudit(query: PageQuery): Promise<AuditRecord[]> {
+    return this.list<AuditRecord>("audit_log", query, auditListSql(query));
+  }
+
+  coreMemoryChars(): Promise<number> {
+    return this.count("SELECT coalesce(sum(length(doc->>'value')), 0) AS n FROM blocks");
   }
 }

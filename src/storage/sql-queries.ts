@@ -133,3 +133,7 @@ export function runListSql(agentId: string | undefined, q: PageQuery): SqlQuery 
     ? page("runs", "doc", [], [], q)
     : page("runs", "doc", ["agent_id = ?"], [agentId], q);
 }
+
+export function auditListSql(q: PageQuery): SqlQuery {
+  return page("audit_log", "doc", [], [], q);
+}

@@ -7,6 +7,7 @@ import { invalidField, KelpieError, notFound } from "../core/errors.ts";
 import { MIGRATIONS } from "./migrations.ts";
 import {
   agentListSql,
+  auditListSql,
   blockListSql,
   messageListSql,
   runListSql,
@@ -17,6 +18,8 @@ import {
 import type {
   AgentListQuery,
   AgentRecord,
+  ApiKeyRecord,
+  AuditRecord,
   BlockListQuery,
   BlockRecord,
   CommitOptions,
@@ -377,6 +380,24 @@ export class SqliteStorage implements Storage {
         if (changes === 0) throw new KelpieError("NOT_FOUND", `MCP server ${m.server_id} not found`);
         return;
       }
+      case "put_api_key": {
+        const clash = this.sql("SELECT 1 FROM api_keys WHERE key_sha256 = ?").get(m.key.key_sha256);
+        if (clash !== undefined) throw new KelpieError("CONFLICT", "this API key already exists");
+        this.sql("INSERT INTO api_keys (id, key_sha256, doc) VALUES (?, ?, ?)").run(
+          m.key.id,
+          m.key.key_sha256,
+          JSON.stringify(m.key),
+        );
+        return;
+      }
+      case "put_audit": {
+        this.sql("INSERT INTO audit_log (id, at_ms, doc) VALUES (?, ?, ?)").run(
+          m.entry.id,
+          m.entry.at_ms,
+          JSON.stringify(m.entry),
+        );
+        return;
+      }
       case "delete_agent_messages": {
         const keep = JSON.stringify(m.except_ids);
         this.sql(
@@ -578,5 +599,24 @@ export class SqliteStorage implements Storage {
     return this.sql("SELECT doc FROM mcp_servers ORDER BY seq")
       .all()
       .map((row) => parse<McpServerRecord>(row));
+  }
+
+  async listApiKeys(): Promise<ApiKeyRecord[]> {
+    return this.sql("SELECT doc FROM api_keys ORDER BY seq")
+      .all()
+      .map((row) => parse<ApiKeyRecord>(row));
+  }
+
+  async listAudit(query: PageQuery): Promise<AuditRecord[]> {
+    return this.list<AuditRecord>("audit_log", query, auditListSql(query));
+  }
+
+  async coreMemoryChars(): Promise<number> {
+    const row = this.sql(
+      "SELECT coalesce(sum(length(json_extract(doc, '$.value'))), 0) AS n FROM blocks",
+    ).get() as {
+      n: number;
+    };
+    return row.n;
   }
 }

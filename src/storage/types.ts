@@ -140,6 +140,24 @@ export interface McpServerRecord {
   updated_at_ms: number;
 }
 
+/** An API key, stored as its SHA-256 hash only. */
+export interface ApiKeyRecord {
+  id: string;
+  name: string;
+  key_sha256: string;
+  created_at_ms: number;
+}
+
+/** One durable audit entry: who did what to what, when. */
+export interface AuditRecord {
+  id: string;
+  at_ms: number;
+  actor: string;
+  action: string;
+  target: string;
+  detail: Record<string, unknown>;
+}
+
 export type Order = "asc" | "desc";
 
 /** Cursor pagination as Letta clients use it: `after`/`before` are ids, in the listing's order. */
@@ -195,7 +213,9 @@ export type Mutation =
   | { op: "put_run"; run: RunRecord }
   | { op: "put_step"; step: StepRecord }
   | { op: "put_mcp_server"; server: McpServerRecord; create: boolean }
-  | { op: "delete_mcp_server"; server_id: string };
+  | { op: "delete_mcp_server"; server_id: string }
+  | { op: "put_api_key"; key: ApiKeyRecord }
+  | { op: "put_audit"; entry: AuditRecord };
 
 /**
  * The agent whose state a commit changes, and the fencing token its activation holds. The commit
@@ -275,4 +295,10 @@ export interface Storage {
   getMcpServer(id: string): Promise<McpServerRecord | null>;
   /** All MCP servers, in registration order. */
   listMcpServers(): Promise<McpServerRecord[]>;
+
+  listApiKeys(): Promise<ApiKeyRecord[]>;
+  /** Audit entries, newest first for desc. */
+  listAudit(query: PageQuery): Promise<AuditRecord[]>;
+  /** Characters held in core-memory block values, across all blocks. */
+  coreMemoryChars(): Promise<number>;
 }

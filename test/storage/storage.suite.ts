@@ -402,4 +402,40 @@ export function storageSuite(open: () => Promise<Storage>): void {
     expect(await s.getMcpServer(server.id)).toBeNull();
     expect(await code(s.commit([{ op: "delete_mcp_server", server_id: server.id }]))).toBe("NOT_FOUND");
   });
+
+  it("stores API key hashes (unique), audit entries in order, and sums core memory", async () => {
+    await s.commit([
+      { op: "put_api_key", key: { id: "key-1", name: "ci", key_sha256: "ab".repeat(32), created_at_ms: 1 } },
+    ]);
+    expect(
+      await code(
+        s.commit([
+          {
+            op: "put_api_key",
+            key: { id: "key-2", name: "x", key_sha256: "ab".repeat(32), created_at_ms: 2 },
+          },
+        ]),
+      ),
+    ).toBe("CONFLICT");
+    expect((await s.listApiKeys()).map((k) => k.id)).toEqual(["key-1"]);
+    for (const i of [1, 2, 3]) {
+      await s.commit([
+        {
+          op: "put_audit",
+          entry: {
+            id: `audit-${i}`,
+            at_ms: i,
+            actor: "a",
+            action: "tool.execute",
+            target: "t",
+            detail: { i },
+          },
+        },
+      ]);
+    }
+    expect((await s.listAudit({ limit: 2, order: "desc" })).map((e) => e.id)).toEqual(["audit-3", "audit-2"]);
+    const before = await s.coreMemoryChars();
+    await s.commit([{ op: "put_block", block: block({ value: "12345" }), create: true }]);
+    expect(await s.coreMemoryChars()).toBe(before + 5);
+  });
 }
