@@ -8,6 +8,29 @@ export interface ServerConfig {
   storage: "memory" | "sqlite" | "postgres";
   databaseUrl: string | undefined;
   logLevel: string;
+  apiKeys: string[];
+  rateLimit: { rps: number; burst: number } | undefined;
+  corsOrigins: string[];
+  metricsPublic: boolean;
+  requestTimeoutMs: number;
+}
+
+export const REQUEST_TIMEOUT_MS_DEFAULT = 600_000;
+
+function positiveNumber(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return undefined;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0)
+    throw new ConfigError(`${name} must be a positive number, got '${raw}'`);
+  return value;
+}
+
+function list(raw: string | undefined): string[] {
+  return (raw ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
 }
 
 export class ConfigError extends Error {
@@ -34,7 +57,14 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ServerConfig {
   if (!LOG_LEVELS.includes(logLevel)) {
     throw new ConfigError(`KELPIE_LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}, got '${logLevel}'`);
   }
+  const rps = positiveNumber(env, "KELPIE_RATE_LIMIT_RPS");
+  const burst = positiveNumber(env, "KELPIE_RATE_LIMIT_BURST");
   return {
+    apiKeys: list(env.KELPIE_API_KEYS),
+    rateLimit: rps === undefined ? undefined : { rps, burst: burst ?? Math.max(1, Math.ceil(rps)) },
+    corsOrigins: list(env.KELPIE_CORS_ORIGINS),
+    metricsPublic: env.KELPIE_METRICS_PUBLIC === "1" || env.KELPIE_METRICS_PUBLIC === "true",
+    requestTimeoutMs: positiveNumber(env, "KELPIE_REQUEST_TIMEOUT_MS") ?? REQUEST_TIMEOUT_MS_DEFAULT,
     host: env.KELPIE_HOST ?? DEFAULT_HOST,
     port,
     dataDir: env.KELPIE_DATA_DIR ?? DEFAULT_DATA_DIR,

@@ -8,6 +8,7 @@ import { HandleModelResolver } from "./agent/models.ts";
 import { ToolRunners } from "./agent/tool-calls.ts";
 import { TurnRunner } from "./agent/turn.ts";
 import { buildApp, type Services } from "./api/app.ts";
+import type { SecurityConfig } from "./api/security.ts";
 import type { ServerConfig } from "./config.ts";
 import { type Clock, SystemClock } from "./core/clock.ts";
 import type { Env } from "./core/env.ts";
@@ -16,7 +17,11 @@ import { type LlmProvidersConfig, llmConfigFromEnv } from "./llm/registry.ts";
 import type { RetryPolicy } from "./llm/retry.ts";
 import type { LlmProvider } from "./llm/types.ts";
 import { BlockService } from "./memory/block-service.ts";
+import { instrumentStorage } from "./observability/instrumented-storage.ts";
+import { LiveTelemetry } from "./observability/live-telemetry.ts";
+import { KelpieMetrics } from "./observability/metrics.ts";
 import { NO_TELEMETRY, type Telemetry } from "./observability/telemetry.ts";
+import type { Tracing } from "./observability/tracing.ts";
 import { LocalPlacement } from "./runtime/placement.ts";
 import { Runtime } from "./runtime/runtime.ts";
 import { openStorage } from "./storage/open.ts";
@@ -45,11 +50,34 @@ export interface KelpieOptions {
   llmRetry?: Partial<RetryPolicy>;
   /** One provider for every agent, bypassing the registry (benchmarks, simulation). */
   llmProviderOverride?: LlmProvider;
+  /** Prometheus metrics (and OpenTelemetry tracing when a tracing handle is given). */
+  observability?: { tracing: Tracing | null };
+  /** API keys, rate limits, CORS. */
+  security?: SecurityConfig;
+  requestTimeoutMs?: number;
 }
 
-export async function createKelpie(env: Env, options: KelpieOptions = {}): Promise<Kelpie> {
-  const telemetry = options.telemetry ?? NO_TELEMETRY;
+export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): Promise<Kelpie> {
   const llm = options.llm ?? llmConfigFromEnv(process.env);
+  // Metrics read the runtime's figures when scraped; the runtime is made just below.
+  let runtimeRef: Runtime | undefined;
+  const metrics = options.observability
+    ? new KelpieMetrics(
+        () =>
+          runtimeRef?.stats() ?? {
+            activeCount: 0,
+            activationsTotal: 0,
+            deactivationsTotal: 0,
+            mailboxFullTotal: 0,
+          },
+      )
+    : undefined;
+  const tracer = options.observability?.tracing?.tracer ?? null;
+  const telemetry = options.telemetry ?? (metrics ? new LiveTelemetry(metrics, tracer) : NO_TELEMETRY);
+  const env: Env = metrics
+    ? { ...baseEnv, storage: instrumentStorage(baseEnv.storage, metrics, telemetry, baseEnv.clock) }
+    : baseEnv;
+  metrics?.registerTier("core", () => env.storage.coreMemoryChars());
   const runtime = new Runtime({
     clock: env.clock,
     storage: env.storage,
@@ -57,6 +85,7 @@ export async function createKelpie(env: Env, options: KelpieOptions = {}): Promi
     telemetry,
     ...(options.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: options.idleTimeoutMs }),
   });
+  runtimeRef = runtime;
   const toolRunners = new ToolRunners();
   const tools = new ToolService(env);
   await tools.ensureBuiltins();
@@ -83,10 +112,15 @@ export async function createKelpie(env: Env, options: KelpieOptions = {}): Promi
     telemetry,
     llm,
     version: KELPIE_VERSION,
+    ...(metrics ? { observability: { metrics, tracer } } : {}),
   };
   new MultiAgentTools(services.messages, env.storage).register(toolRunners);
   toolRunners.registerType("external_mcp", services.mcp);
-  const app = buildApp(services, { logger: options.logger ?? false });
+  const app = buildApp(services, {
+    logger: options.logger ?? false,
+    ...(options.security ? { security: options.security } : {}),
+    ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
+  });
   runtime.start();
   return {
     app,
@@ -95,6 +129,7 @@ export async function createKelpie(env: Env, options: KelpieOptions = {}): Promi
       await app.close();
       await runtime.stop();
       await services.mcp.connections.closeAll();
+      await options.observability?.tracing?.shutdown();
       await env.storage.close();
     },
   };

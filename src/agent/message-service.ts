@@ -49,6 +49,8 @@ export interface SendOptions {
   senderId?: string;
   /** For agent-to-agent messages: how deep the calling turn is. */
   callDepth?: number;
+  /** Who asked (an API key id), for the audit log. */
+  actor?: string;
 }
 
 function contentParts(content: unknown, loc: (string | number)[]): MessageContentPart[] {
@@ -189,7 +191,7 @@ export class MessageService {
   }
 
   /** Creates the run record now and runs the turn in the background. */
-  async sendAsync(agentId: string, body: SendRequestBody): Promise<RunRecord> {
+  async sendAsync(agentId: string, body: SendRequestBody, actor?: string): Promise<RunRecord> {
     const run: RunRecord = {
       id: newId("run", this.env.rng),
       agent_id: agentId,
@@ -210,7 +212,7 @@ export class MessageService {
       throw new KelpieError("AGENT_NOT_FOUND", `Agent ${agentId} not found`);
     }
     await this.env.storage.commit([{ op: "put_run", run }]);
-    void this.send(agentId, body, { streamTokens: false }, run).catch(() => {});
+    void this.send(agentId, body, { streamTokens: false, ...(actor ? { actor } : {}) }, run).catch(() => {});
     return run;
   }
 

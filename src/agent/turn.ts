@@ -71,6 +71,8 @@ export interface TurnRequest {
   runId: string;
   /** How deep in agent-to-agent calls this turn is (0 for a client's request). */
   callDepth?: number;
+  /** Who asked (an API key id, or the calling agent), for the audit log. */
+  actor?: string;
   /** The new input messages (role user or system), not yet stored. */
   input: MessageRecord[];
   maxSteps: number;
@@ -651,6 +653,25 @@ export class TurnRunner {
         },
       },
       { op: "put_step", step },
+      ...pending.calls.map(
+        (call, i): Mutation => ({
+          op: "put_audit",
+          entry: {
+            id: newId("audit", env.rng),
+            at_ms: nowMs,
+            actor: request.actor ?? "anonymous",
+            action: "tool.execute",
+            target: call.name,
+            detail: {
+              agent_id: agent.id,
+              run_id: run.id,
+              step_id: stepId,
+              tool_call_id: call.id,
+              ok: toolMessages[i]?.is_err !== true,
+            },
+          },
+        }),
+      ),
       {
         op: "put_run",
         run: {

@@ -1,4 +1,6 @@
 // Builds the Fastify app; never listens (the CLI does), so tests can use inject() or a socket.
+
+import type { Tracer } from "@opentelemetry/api";
 import { Ajv } from "ajv";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { AgentService } from "../agent/agents.ts";
@@ -9,6 +11,7 @@ import { REQUEST_BODY_BYTES_MAX } from "../core/constants.ts";
 import type { Env } from "../core/env.ts";
 import type { LlmProvidersConfig } from "../llm/registry.ts";
 import type { BlockService } from "../memory/block-service.ts";
+import type { KelpieMetrics } from "../observability/metrics.ts";
 import type { Telemetry } from "../observability/telemetry.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { McpService } from "../tools/mcp/service.ts";
@@ -21,7 +24,9 @@ import { mcpLegacyRoutes } from "./mcp-legacy.ts";
 import { mcpServersRoutes } from "./mcp-servers.ts";
 import { messagesRoutes } from "./messages.ts";
 import { modelsRoutes } from "./models.ts";
+import { installHttpObservability, metricsRoutes } from "./observability.ts";
 import { runsRoutes } from "./runs.ts";
+import { installSecurity, type SecurityConfig } from "./security.ts";
 import { toolsRoutes } from "./tools.ts";
 
 export interface Services {
@@ -33,6 +38,8 @@ export interface Services {
   messages: MessageService;
   context: ContextService;
   mcp: McpService;
+  /** Metrics and tracing, when the server runs with them. */
+  observability?: { metrics: KelpieMetrics; tracer: Tracer | null };
   /** Runners for tools the agent loop does not run itself (archival, sandboxed custom, MCP). */
   toolRunners: ToolRunners;
   telemetry: Telemetry;
@@ -42,6 +49,14 @@ export interface Services {
 
 export interface AppOptions {
   logger?: boolean | Record<string, unknown>;
+  security?: SecurityConfig;
+  requestTimeoutMs?: number;
+}
+
+declare module "fastify" {
+  interface FastifyInstance {
+    kelpieRoutes: { method: string; url: string }[];
+  }
 }
 
 export function buildApp(services: Services, options: AppOptions = {}): FastifyInstance {
@@ -49,6 +64,7 @@ export function buildApp(services: Services, options: AppOptions = {}): FastifyI
     logger: options.logger ?? false,
     bodyLimit: REQUEST_BODY_BYTES_MAX,
     routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true },
+    requestTimeout: options.requestTimeoutMs ?? 0,
   });
 
   // Bodies are checked as sent; query strings and path params are text and get coerced.
@@ -80,7 +96,23 @@ export function buildApp(services: Services, options: AppOptions = {}): FastifyI
   });
 
   installErrorHandler(app);
+  // Every route, as registered: the auth test walks them all.
+  app.decorate("kelpieRoutes", [] as { method: string; url: string }[]);
+  app.addHook("onRoute", (route) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    for (const method of methods) app.kelpieRoutes.push({ method, url: route.url });
+  });
+  if (options.security) {
+    const metrics = services.observability?.metrics;
+    installSecurity(app, options.security, {
+      storage: services.env.storage,
+      clock: services.env.clock,
+      ...(metrics ? { onRateLimited: () => metrics.rateLimitedTotal.inc() } : {}),
+    });
+  }
+  if (services.observability) installHttpObservability(app, services.observability, services.env.clock);
   app.register(healthRoutes, { services });
+  app.register(metricsRoutes, { services });
   app.register(agentsRoutes, { prefix: "/v1/agents", services });
   app.register(messagesRoutes, { prefix: "/v1/agents", services });
   app.register(blocksRoutes, { prefix: "/v1/blocks", services });

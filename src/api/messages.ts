@@ -82,7 +82,12 @@ export const messagesRoutes: FastifyPluginAsync<{ services: Services }> = async 
   );
 
   /** Streams a turn as SSE: each committed message, or token chunks, then stop reason, usage, [DONE]. */
-  const stream = async (agentId: string, body: SendRequestBody, reply: FastifyReply) => {
+  const stream = async (
+    agentId: string,
+    body: SendRequestBody,
+    reply: FastifyReply,
+    actor: string | undefined,
+  ) => {
     // Validate (and 404 an unknown agent) before the stream opens, so errors stay plain JSON.
     MessageService.maxSteps(body);
     messages.parseInput(agentId, body, "run-validate");
@@ -92,6 +97,7 @@ export const messagesRoutes: FastifyPluginAsync<{ services: Services }> = async 
     const result = await messages.send(agentId, body, {
       streamTokens,
       onEvent: (event) => sse.send(event.message),
+      ...(actor ? { actor } : {}),
     });
     if (result.error) {
       sse.send({
@@ -113,8 +119,11 @@ export const messagesRoutes: FastifyPluginAsync<{ services: Services }> = async 
     { schema: { body: sendBody } },
     async (req, reply) => {
       const body = req.body ?? {};
-      if (body.streaming === true) return stream(req.params.agent_id, body, reply);
-      const result = await messages.send(req.params.agent_id, body, { streamTokens: false });
+      if (body.streaming === true) return stream(req.params.agent_id, body, reply, req.apiKeyId);
+      const result = await messages.send(req.params.agent_id, body, {
+        streamTokens: false,
+        ...(req.apiKeyId ? { actor: req.apiKeyId } : {}),
+      });
       // Nothing was committed: the request failed as a whole. Otherwise report how the turn ended.
       if (result.error && result.usage.step_count === 0) throw result.error;
       return lettaResponse(result);
@@ -124,13 +133,13 @@ export const messagesRoutes: FastifyPluginAsync<{ services: Services }> = async 
   app.post<{ Params: AgentParams; Body: SendRequestBody | undefined }>(
     "/:agent_id/messages/stream",
     { schema: { body: sendBody } },
-    async (req, reply) => stream(req.params.agent_id, req.body ?? {}, reply),
+    async (req, reply) => stream(req.params.agent_id, req.body ?? {}, reply, req.apiKeyId),
   );
 
   app.post<{ Params: AgentParams; Body: SendRequestBody | undefined }>(
     "/:agent_id/messages/async",
     { schema: { body: sendBody } },
-    async (req) => presentRun(await messages.sendAsync(req.params.agent_id, req.body ?? {})),
+    async (req) => presentRun(await messages.sendAsync(req.params.agent_id, req.body ?? {}, req.apiKeyId)),
   );
 
   app.post<{ Params: AgentParams; Body: { run_ids?: string[] | null } | undefined }>(

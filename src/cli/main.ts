@@ -1,13 +1,34 @@
 // kelpie serve: start the server (configuration from the environment; see README).
 import { ConfigError, configFromEnv } from "../config.ts";
+import { tracingFromEnv } from "../observability/tracing.ts";
 import { createKelpie, KELPIE_VERSION, productionEnv } from "../server.ts";
+import { keysCommand } from "./keys.ts";
 
 const SHUTDOWN_GRACE_MS = 30_000;
 
 async function serve(): Promise<void> {
   const config = configFromEnv(process.env);
   const env = await productionEnv(config);
-  const kelpie = await createKelpie(env, { logger: { level: config.logLevel } });
+  const kelpie = await createKelpie(env, {
+    logger: {
+      level: config.logLevel,
+      // Secrets never reach the logs.
+      redact: [
+        "req.headers.authorization",
+        'req.headers["x-api-key"]',
+        "headers.authorization",
+        'headers["x-api-key"]',
+      ],
+    },
+    observability: { tracing: tracingFromEnv(process.env, KELPIE_VERSION) },
+    security: {
+      apiKeys: config.apiKeys,
+      rateLimit: config.rateLimit,
+      corsOrigins: config.corsOrigins,
+      metricsPublic: config.metricsPublic,
+    },
+    requestTimeoutMs: config.requestTimeoutMs,
+  });
   const log = kelpie.app.log;
   let closing = false;
   const shutdown = (signal: string) => {
@@ -38,11 +59,14 @@ async function serve(): Promise<void> {
 }
 
 const USAGE = `kelpie ${KELPIE_VERSION}
-usage: kelpie serve      start the server (see README for configuration)`;
+usage: kelpie serve                    start the server (see README for configuration)
+       kelpie keys create [--name N]   create an API key (printed once; stored hashed)
+       kelpie keys list                list API keys (ids and names)`;
 
 const [command] = process.argv.slice(2);
 try {
   if (command === "serve") await serve();
+  else if (command === "keys") process.exitCode = await keysCommand(process.argv.slice(3));
   else if (command === "--version" || command === "version") console.log(KELPIE_VERSION);
   else {
     console.log(USAGE);

@@ -2,7 +2,16 @@
 import { invalidField } from "./errors.ts";
 import type { Rng } from "./rng.ts";
 
-export const ID_PREFIXES = ["agent", "block", "tool", "message", "run", "step", "mcp_server"] as const;
+export const ID_PREFIXES = [
+  "agent",
+  "block",
+  "tool",
+  "message",
+  "run",
+  "step",
+  "mcp_server",
+  "audit",
+] as const;
 export type IdPrefix = (typeof ID_PREFIXES)[number];
 
 const UUID_PATTERN = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";

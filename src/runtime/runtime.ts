@@ -183,7 +183,11 @@ export class Runtime {
     this.counters.opsTotal++;
     const startMs = this.clock.monotonicMs();
     try {
-      const result = await envelope.run(ctx);
+      const result = await this.telemetry.span(
+        "actor.invoke",
+        { operation: envelope.operation, agent_id: activation.agentId },
+        () => envelope.run(ctx),
+      );
       this.telemetry.invocation({
         operation: envelope.operation,
         status: "ok",

@@ -1,0 +1,163 @@
+// API keys, rate limiting and CORS, applied to every route before it runs. Keys come from
+// KELPIE_API_KEYS and from `kelpie keys create` (stored as SHA-256 hashes); a presented key is
+// compared against every known hash in constant time. The rate limit is a token bucket per key.
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { Clock } from "../core/clock.ts";
+import type { Storage } from "../storage/types.ts";
+
+export const API_KEYS_REFRESH_INTERVAL_MS = 5_000;
+export const RATE_LIMIT_BUCKETS_MAX = 100_000;
+/** Routes that never need a key. */
+export const AUTH_ALLOWLIST = ["/health", "/v1/health"];
+
+export interface SecurityConfig {
+  apiKeys: string[];
+  rateLimit?: { rps: number; burst: number } | undefined;
+  corsOrigins: string[];
+  metricsPublic: boolean;
+}
+
+export function sha256Hex(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+export class ApiKeys {
+  private stored: { id: string; hash: Buffer }[] = [];
+  private readonly configured: { id: string; hash: Buffer }[];
+  private refreshedAtMs = Number.NEGATIVE_INFINITY;
+
+  constructor(
+    plainKeys: string[],
+    private readonly storage: Storage,
+    private readonly clock: Clock,
+  ) {
+    this.configured = plainKeys.map((k, i) => ({
+      id: `env-key-${i + 1}`,
+      hash: Buffer.from(sha256Hex(k), "hex"),
+    }));
+  }
+
+  private async refresh(): Promise<void> {
+    if (this.clock.monotonicMs() - this.refreshedAtMs < API_KEYS_REFRESH_INTERVAL_MS) return;
+    this.refreshedAtMs = this.clock.monotonicMs();
+    this.stored = (await this.storage.listApiKeys()).map((k) => ({
+      id: k.id,
+      hash: Buffer.from(k.key_sha256, "hex"),
+    }));
+  }
+
+  async enabled(): Promise<boolean> {
+    await this.refresh();
+    return this.configured.length + this.stored.length > 0;
+  }
+
+  /** The id of the key, or null. Every known hash is compared, each in constant time. */
+  async verify(presented: string): Promise<string | null> {
+    await this.refresh();
+    const hash = Buffer.from(sha256Hex(presented), "hex");
+    let found: string | null = null;
+    for (const key of [...this.configured, ...this.stored]) {
+      if (timingSafeEqual(hash, key.hash) && found === null) found = key.id;
+    }
+    return found;
+  }
+}
+
+export class RateLimiter {
+  private readonly buckets = new Map<string, { tokens: number; atMs: number }>();
+
+  constructor(
+    private readonly rps: number,
+    private readonly burst: number,
+    private readonly clock: Clock,
+  ) {}
+
+  /** Takes one token for `key`; when none is left, says how many seconds until one is. */
+  take(key: string): { ok: true } | { ok: false; retryAfterS: number } {
+    const nowMs = this.clock.monotonicMs();
+    let bucket = this.buckets.get(key);
+    if (bucket === undefined) {
+      if (this.buckets.size >= RATE_LIMIT_BUCKETS_MAX) this.buckets.clear();
+      bucket = { tokens: this.burst, atMs: nowMs };
+      this.buckets.set(key, bucket);
+    }
+    bucket.tokens = Math.min(this.burst, bucket.tokens + ((nowMs - bucket.atMs) / 1_000) * this.rps);
+    bucket.atMs = nowMs;
+    if (bucket.tokens >= 1) {
+      bucket.tokens -= 1;
+      return { ok: true };
+    }
+    return { ok: false, retryAfterS: Math.max(1, Math.ceil((1 - bucket.tokens) / this.rps)) };
+  }
+}
+
+declare module "fastify" {
+  interface FastifyRequest {
+    apiKeyId?: string;
+  }
+}
+
+function presentedKey(req: FastifyRequest): string | undefined {
+  const auth = req.headers.authorization;
+  if (typeof auth === "string" && /^bearer /i.test(auth)) return auth.slice(7).trim();
+  const header = req.headers["x-api-key"];
+  return typeof header === "string" ? header.trim() : undefined;
+}
+
+function pathOf(url: string): string {
+  const path = url.split("?")[0] ?? "/";
+  return path.length > 1 ? path.replace(/\/+$/, "") : path;
+}
+
+export function installSecurity(
+  app: FastifyInstance,
+  config: SecurityConfig,
+  deps: { storage: Storage; clock: Clock; onRateLimited?: () => void },
+): void {
+  const keys = new ApiKeys(config.apiKeys, deps.storage, deps.clock);
+  const limiter = config.rateLimit
+    ? new RateLimiter(config.rateLimit.rps, config.rateLimit.burst, deps.clock)
+    : null;
+  const allowAll = config.corsOrigins.includes("*");
+
+  app.addHook("onRequest", async (req: FastifyRequest, reply: FastifyReply) => {
+    const origin = req.headers.origin;
+    if (origin !== undefined && (allowAll || config.corsOrigins.includes(origin))) {
+      reply.header("access-control-allow-origin", allowAll ? "*" : origin);
+      reply.header("vary", "Origin");
+      if (req.method === "OPTIONS") {
+        reply.header("access-control-allow-methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS");
+        reply.header("access-control-allow-headers", "authorization, content-type, x-api-key");
+        return reply.status(204).send();
+      }
+    }
+    const path = pathOf(req.url);
+    const open = AUTH_ALLOWLIST.includes(path) || (config.metricsPublic && path === "/metrics");
+    if (!open && (await keys.enabled())) {
+      const key = presentedKey(req);
+      const id = key === undefined || key === "" ? null : await keys.verify(key);
+      if (id === null) {
+        return reply.status(401).send({
+          detail: "Missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
+          code: "UNAUTHORIZED",
+        });
+      }
+      req.apiKeyId = id;
+    }
+    if (limiter !== null && !open) {
+      const taken = limiter.take(req.apiKeyId ?? req.ip);
+      if (!taken.ok) {
+        deps.onRateLimited?.();
+        return reply
+          .status(429)
+          .header("retry-after", String(taken.retryAfterS))
+          .send({
+            detail: `Rate limit exceeded; retry after ${taken.retryAfterS} s`,
+            code: "RATE_LIMITED",
+            retryable: true,
+          });
+      }
+    }
+  });
+}

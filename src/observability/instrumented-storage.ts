@@ -1,0 +1,42 @@
+// A Storage that times commits, counts fencing rejections and traces each commit, delegating
+// everything to the engine underneath.
+import type { Clock } from "../core/clock.ts";
+import { isKelpieError } from "../core/errors.ts";
+import type { CommitOptions, Mutation, Storage } from "../storage/types.ts";
+import type { KelpieMetrics } from "./metrics.ts";
+import type { Telemetry } from "./telemetry.ts";
+
+export function instrumentStorage(
+  storage: Storage,
+  metrics: KelpieMetrics,
+  telemetry: Telemetry,
+  clock: Clock,
+): Storage {
+  const commit = async (mutations: Mutation[], options?: CommitOptions): Promise<void> => {
+    const startMs = clock.monotonicMs();
+    try {
+      await telemetry.span("storage.commit", { engine: storage.engine, mutations: mutations.length }, () =>
+        storage.commit(mutations, options),
+      );
+      metrics.storageCommitsTotal.inc({ engine: storage.engine, outcome: "ok" });
+    } catch (err) {
+      const fenced = isKelpieError(err) && err.code === "FENCED";
+      if (fenced) metrics.fencingRejectionsTotal.inc();
+      metrics.storageCommitsTotal.inc({ engine: storage.engine, outcome: fenced ? "fenced" : "error" });
+      throw err;
+    } finally {
+      metrics.storageCommitDurationSeconds.observe(
+        { engine: storage.engine },
+        (clock.monotonicMs() - startMs) / 1_000,
+      );
+    }
+  };
+  // Every other method goes straight to the engine.
+  return new Proxy(storage, {
+    get(target, property, receiver) {
+      if (property === "commit") return commit;
+      const value = Reflect.get(target, property, receiver);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
