@@ -176,6 +176,7 @@ export class MessageService {
         agentId,
         runId,
         callDepth: options.callDepth ?? 0,
+        actor: options.actor ?? (options.senderId ? `agent:${options.senderId}` : "anonymous"),
         input,
         maxSteps,
         streamTokens: options.streamTokens,

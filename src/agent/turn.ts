@@ -279,15 +279,14 @@ export class TurnRunner {
           break;
         }
         const input = pendingInput;
+        type Begun = { pending: PendingStep; outcome: null } | { pending: null; outcome: StepOutcome };
+        const stepSpan = { agent_id: request.agentId, run_id: run.id, step: usage.step_count + 1 };
         const begun = await invoke(
-          async (
-            ctx,
-          ): Promise<{ pending: PendingStep; outcome: null } | { pending: null; outcome: StepOutcome }> => {
-            const pending = await this.stepBegin(ctx, request, input, run);
-            if (pending.external.length > 0) return { pending, outcome: null };
-            return {
-              pending: null,
-              outcome: await this.stepFinish(
+          (ctx): Promise<Begun> =>
+            this.deps.telemetry.span("agent.step", stepSpan, async (): Promise<Begun> => {
+              const pending = await this.stepBegin(ctx, request, input, run);
+              if (pending.external.length > 0) return { pending, outcome: null };
+              const finished = await this.stepFinish(
                 ctx,
                 request,
                 pending,
@@ -296,9 +295,9 @@ export class TurnRunner {
                 usage,
                 produced,
                 pending.view,
-              ),
-            };
-          },
+              );
+              return { pending: null, outcome: finished };
+            }),
         );
         let outcome: StepOutcome;
         if (begun.pending === null) outcome = begun.outcome;
@@ -306,7 +305,9 @@ export class TurnRunner {
           const pending = begun.pending;
           const outputs = await this.runExternal(pending, request, run);
           outcome = await invoke((ctx) =>
-            this.stepFinish(ctx, request, pending, outputs, run, usage, produced),
+            this.deps.telemetry.span("agent.step.continuation", stepSpan, () =>
+              this.stepFinish(ctx, request, pending, outputs, run, usage, produced),
+            ),
           );
         }
         pendingInput = [];
