@@ -6,6 +6,7 @@ const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   "step-overhead": async () => (await import("./step-overhead.ts")).run(),
   "steps-throughput": async () => (await import("./steps-throughput.ts")).run(),
   "mcp-call": async () => (await import("./mcp-call.ts")).run(),
+  "ops-overhead": async () => (await import("./ops-overhead.ts")).run(),
 };
 
 const name = process.argv[2];

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { SystemClock } from "../src/core/clock.ts";
 import { SystemRng } from "../src/core/rng.ts";
 import { llmConfigFromEnv } from "../src/llm/registry.ts";
-import { createKelpie } from "../src/server.ts";
+import { createKelpie, type KelpieOptions } from "../src/server.ts";
 import { SqliteStorage } from "../src/storage/sqlite.ts";
 import { instantLlm } from "./instant-llm.ts";
 import { startPlainServer } from "./primitive.ts";
@@ -31,42 +31,45 @@ async function timeRequests(url: string, body: () => string): Promise<number[]> 
   return samples;
 }
 
-export async function run(): Promise<Record<string, unknown>> {
-  const dir = benchDir();
-  const storage = new SqliteStorage({ path: join(dir, "kelpie.db") });
+/** Times one-step message requests against a Kelpie built with `options`; returns the samples. */
+export async function measureSteps(
+  dir: string,
+  options: KelpieOptions = {},
+  headers: Record<string, string> = {},
+): Promise<number[]> {
+  const storage = new SqliteStorage({ path: join(dir, `kelpie-${Math.random().toString(36).slice(2)}.db`) });
   await storage.migrate();
   const kelpie = await createKelpie(
     { clock: new SystemClock(), rng: new SystemRng(), storage },
-    { llm: llmConfigFromEnv({ OPENAI_API_KEY: "bench" }), llmProviderOverride: instantLlm },
+    { llm: llmConfigFromEnv({ OPENAI_API_KEY: "bench" }), llmProviderOverride: instantLlm, ...options },
   );
   const url = await kelpie.app.listen({ host: "127.0.0.1", port: 0 });
+  const post = (path: string, body: unknown) =>
+    fetch(`${url}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...headers },
+      body: JSON.stringify(body),
+    });
   // A fresh agent every 20 messages keeps the in-context history at a typical short length.
   let agentId = "";
   let sent = 0;
   const newAgent = async () => {
-    const res = await fetch(`${url}/v1/agents/`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({
-        model: "openai/gpt-4o-mini",
-        memory_blocks: [
-          { label: "persona", value: "I am a benchmark agent." },
-          { label: "human", value: "The user is a benchmark." },
-        ],
-      }),
+    const res = await post("/v1/agents/", {
+      model: "openai/gpt-4o-mini",
+      memory_blocks: [
+        { label: "persona", value: "I am a benchmark agent." },
+        { label: "human", value: "The user is a benchmark." },
+      ],
     });
     agentId = ((await res.json()) as { id: string }).id;
   };
-  await newAgent();
   const samples: number[] = [];
   for (let round = 0; round < (WARMUP_COUNT + STEPS_COUNT) / 20; round++) {
     await newAgent();
     for (let i = 0; i < 20; i++) {
       const t0 = nowMs();
-      const res = await fetch(`${url}/v1/agents/${agentId}/messages`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ messages: [{ role: "user", content: `message ${sent++}` }] }),
+      const res = await post(`/v1/agents/${agentId}/messages`, {
+        messages: [{ role: "user", content: `message ${sent++}` }],
       });
       if (!res.ok) throw new Error(`message failed: ${res.status} ${await res.text()}`);
       await res.arrayBuffer();
@@ -74,7 +77,12 @@ export async function run(): Promise<Record<string, unknown>> {
     }
   }
   await kelpie.close();
+  return samples;
+}
 
+export async function run(): Promise<Record<string, unknown>> {
+  const dir = benchDir();
+  const samples = await measureSteps(dir);
   const plain = await startPlainServer(dir);
   const plainUrl = plain.url;
   const primitive = await timeRequests(plainUrl, () =>

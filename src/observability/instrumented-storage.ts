@@ -31,12 +31,17 @@ export function instrumentStorage(
       );
     }
   };
-  // Every other method goes straight to the engine.
+  // Every other method goes straight to the engine (bound once, not on every call).
+  const bound = new Map<PropertyKey, unknown>([["commit", commit]]);
   return new Proxy(storage, {
     get(target, property, receiver) {
-      if (property === "commit") return commit;
+      const cached = bound.get(property);
+      if (cached !== undefined) return cached;
       const value = Reflect.get(target, property, receiver);
-      return typeof value === "function" ? value.bind(target) : value;
+      if (typeof value !== "function") return value;
+      const fn = value.bind(target);
+      bound.set(property, fn);
+      return fn;
     },
   });
 }

@@ -1,0 +1,43 @@
+// What metrics, tracing and API-key checks cost per agent step: the step-overhead measurement run
+// bare and then with Prometheus metrics, OpenTelemetry spans exported to a local OTLP sink, and
+// an API key on every request. Reports both p50s and the overhead in percent (target ≤ 10%).
+import { createServer } from "node:http";
+import { tracingFromEnv } from "../src/observability/tracing.ts";
+import { benchDir, percentileMs, round3 } from "./stats.ts";
+import { measureSteps } from "./step-overhead.ts";
+
+export async function run(): Promise<Record<string, unknown>> {
+  const sink = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => res.end("{}"));
+  });
+  await new Promise<void>((r) => sink.listen(0, "127.0.0.1", r));
+  const address = sink.address();
+  const port = typeof address === "object" && address ? address.port : 0;
+  const dir = benchDir();
+  const bare = await measureSteps(dir);
+  const tracing = tracingFromEnv(
+    { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_BSP_SCHEDULE_DELAY: "200" },
+    "bench",
+  );
+  const full = await measureSteps(
+    dir,
+    {
+      observability: { tracing },
+      security: { apiKeys: ["bench-key"], corsOrigins: [], metricsPublic: false },
+    },
+    { authorization: "Bearer bench-key" },
+  );
+  sink.close();
+  const bareP50 = percentileMs(bare, 50);
+  const fullP50 = percentileMs(full, 50);
+  console.log(`${bare.length} steps bare, ${full.length} with metrics + tracing + auth`);
+  return {
+    bare_p50_ms: bareP50,
+    p50_ms: fullP50,
+    p99_ms: percentileMs(full, 99),
+    limit_ms: bareP50,
+    ratio: round3(fullP50 / bareP50),
+    overhead_pct: round3(((fullP50 - bareP50) / bareP50) * 100),
+  };
+}
