@@ -6,6 +6,8 @@ import { tracingFromEnv } from "../src/observability/tracing.ts";
 import { benchDir, percentileMs, round3 } from "./stats.ts";
 import { measureSteps } from "./step-overhead.ts";
 
+const ROUNDS_COUNT = 3;
+
 export async function run(): Promise<Record<string, unknown>> {
   const sink = createServer((req, res) => {
     req.resume();
