@@ -66,6 +66,7 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
         () =>
           runtimeRef?.stats() ?? {
             activeCount: 0,
+            mailboxDepthTotal: 0,
             activationsTotal: 0,
             deactivationsTotal: 0,
             mailboxFullTotal: 0,

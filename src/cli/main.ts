@@ -1,5 +1,6 @@
 // kelpie serve: start the server (configuration from the environment; see README).
 import { ConfigError, configFromEnv } from "../config.ts";
+import { prettyStream } from "../observability/log-format.ts";
 import { tracingFromEnv } from "../observability/tracing.ts";
 import { createKelpie, KELPIE_VERSION, productionEnv } from "../server.ts";
 import { keysCommand } from "./keys.ts";
@@ -19,6 +20,10 @@ async function serve(): Promise<void> {
         "headers.authorization",
         'headers["x-api-key"]',
       ],
+      // Readable lines in a terminal; JSON otherwise (or with KELPIE_LOG_FORMAT=json).
+      ...(process.stdout.isTTY && process.env.KELPIE_LOG_FORMAT !== "json"
+        ? { stream: prettyStream(process.stdout) }
+        : {}),
     },
     observability: { tracing: tracingFromEnv(process.env, KELPIE_VERSION) },
     security: {

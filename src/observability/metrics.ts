@@ -29,6 +29,7 @@ export class KelpieMetrics {
   constructor(
     runtimeStats: () => {
       activeCount: number;
+      mailboxDepthTotal: number;
       activationsTotal: number;
       deactivationsTotal: number;
       mailboxFullTotal: number;
@@ -42,6 +43,14 @@ export class KelpieMetrics {
       registers: [registry],
       collect() {
         this.set(runtimeStats().activeCount);
+      },
+    });
+    new client.Gauge({
+      name: "kelpie_mailbox_depth",
+      help: "Operations queued or running across all agents' mailboxes.",
+      registers: [registry],
+      collect() {
+        this.set(runtimeStats().mailboxDepthTotal);
       },
     });
     new client.Gauge({

@@ -52,6 +52,8 @@ export interface RuntimeOptions {
 
 export interface RuntimeStats {
   activeCount: number;
+  /** Operations queued or running across all mailboxes. */
+  mailboxDepthTotal: number;
   activationsTotal: number;
   deactivationsTotal: number;
   opsTotal: number;
@@ -257,7 +259,10 @@ export class Runtime {
   }
 
   stats(): RuntimeStats {
-    return { activeCount: this.activations.size, ...this.counters };
+    let mailboxDepthTotal = 0;
+    for (const a of this.activations.values())
+      mailboxDepthTotal += (a.queue?.length ?? 0) + (a.running ? 1 : 0);
+    return { activeCount: this.activations.size, mailboxDepthTotal, ...this.counters };
   }
 
   /** Stops taking ops, waits for running ones to finish, and releases every activation. */
