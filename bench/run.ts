@@ -7,6 +7,7 @@ const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   "steps-throughput": async () => (await import("./steps-throughput.ts")).run(),
   "mcp-call": async () => (await import("./mcp-call.ts")).run(),
   "ops-overhead": async () => (await import("./ops-overhead.ts")).run(),
+  "sandbox-start": async () => (await import("./sandbox-start.ts")).run(),
 };
 
 const name = process.argv[2];

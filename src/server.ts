@@ -26,9 +26,11 @@ import { LocalPlacement } from "./runtime/placement.ts";
 import { Runtime } from "./runtime/runtime.ts";
 import { openStorage } from "./storage/open.ts";
 import type { Storage } from "./storage/types.ts";
+import { CustomTools } from "./tools/custom/service.ts";
 import { McpConnections } from "./tools/mcp/connections.ts";
 import { McpService } from "./tools/mcp/service.ts";
 import { MultiAgentTools } from "./tools/multi-agent.ts";
+import { Sandbox } from "./tools/sandbox/sandbox.ts";
 import { ToolService } from "./tools/tool-service.ts";
 
 export const KELPIE_VERSION = "0.1.0";
@@ -55,6 +57,8 @@ export interface KelpieOptions {
   /** API keys, rate limits, CORS. */
   security?: SecurityConfig;
   requestTimeoutMs?: number;
+  /** Allow the plain-process sandbox level (KELPIE_SANDBOX_ALLOW_PROCESS=1). */
+  sandboxAllowProcess?: boolean;
 }
 
 export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): Promise<Kelpie> {
@@ -107,6 +111,7 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
     messages: new MessageService(env, runtime, turns),
     context: new ContextService(env, agents, llm),
     mcp: new McpService(env, new McpConnections(env.clock)),
+    customTools: new CustomTools(env, new Sandbox(options.sandboxAllowProcess ?? false)),
     blocks: new BlockService(env),
     tools,
     toolRunners,
@@ -117,6 +122,7 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
   };
   new MultiAgentTools(services.messages, env.storage).register(toolRunners);
   toolRunners.registerType("external_mcp", services.mcp);
+  toolRunners.registerType("custom", services.customTools);
   const app = buildApp(services, {
     logger: options.logger ?? false,
     ...(options.security ? { security: options.security } : {}),

@@ -81,8 +81,8 @@ export function toLettaMessages(
           tool_return: value,
           status: message.is_err ? "error" : status,
           tool_call_id: message.tool_call_id ?? "",
-          stdout: null,
-          stderr: null,
+          stdout: (message.tool_returns?.[0] as { stdout?: string[] | null } | undefined)?.stdout ?? null,
+          stderr: (message.tool_returns?.[0] as { stderr?: string[] | null } | undefined)?.stderr ?? null,
           tool_returns: message.tool_returns,
         },
       ];

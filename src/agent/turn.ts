@@ -605,6 +605,14 @@ export class TurnRunner {
         content: [{ type: "text", text: packToolReturn(output.ok, value, env.clock.nowMs()) }],
         tool_calls: null,
         tool_call_id: call.id,
+        tool_returns: [
+          {
+            tool_call_id: call.id,
+            status: output.ok ? "success" : "error",
+            stdout: output.stdout ?? null,
+            stderr: output.stderr ?? null,
+          },
+        ],
         is_err: output.ok ? null : true,
         created_at_ms: env.clock.nowMs(),
       });

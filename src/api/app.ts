@@ -14,6 +14,7 @@ import type { BlockService } from "../memory/block-service.ts";
 import type { KelpieMetrics } from "../observability/metrics.ts";
 import type { Telemetry } from "../observability/telemetry.ts";
 import type { Runtime } from "../runtime/runtime.ts";
+import type { CustomTools } from "../tools/custom/service.ts";
 import type { McpService } from "../tools/mcp/service.ts";
 import type { ToolService } from "../tools/tool-service.ts";
 import { agentsRoutes } from "./agents.ts";
@@ -27,7 +28,7 @@ import { modelsRoutes } from "./models.ts";
 import { installHttpObservability, metricsRoutes } from "./observability.ts";
 import { runsRoutes } from "./runs.ts";
 import { installSecurity, type SecurityConfig } from "./security.ts";
-import { toolsRoutes } from "./tools.ts";
+import { agentToolRunRoutes, toolsRoutes } from "./tools.ts";
 
 export interface Services {
   env: Env;
@@ -38,6 +39,7 @@ export interface Services {
   messages: MessageService;
   context: ContextService;
   mcp: McpService;
+  customTools: CustomTools;
   /** Metrics and tracing, when the server runs with them. */
   observability?: { metrics: KelpieMetrics; tracer: Tracer | null };
   /** Runners for tools the agent loop does not run itself (archival, sandboxed custom, MCP). */
@@ -117,6 +119,7 @@ export function buildApp(services: Services, options: AppOptions = {}): FastifyI
   app.register(messagesRoutes, { prefix: "/v1/agents", services });
   app.register(blocksRoutes, { prefix: "/v1/blocks", services });
   app.register(toolsRoutes, { prefix: "/v1/tools", services });
+  app.register(agentToolRunRoutes, { prefix: "/v1/agents", services });
   app.register(runsRoutes, { prefix: "/v1/runs", services });
   app.register(mcpServersRoutes, { prefix: "/v1/mcp-servers", services });
   app.register(mcpLegacyRoutes, { prefix: "/v1/tools/mcp", services });

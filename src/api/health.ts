@@ -8,6 +8,7 @@ export const healthRoutes: FastifyPluginAsync<{ services: Services }> = async (a
     status: "ok",
     storage: services.env.storage.engine,
     agents_active: services.runtime.stats().activeCount,
+    sandbox: services.customTools.sandbox.status(),
   });
   app.get("/health", health);
   app.get("/v1/health", health);

@@ -33,6 +33,7 @@ async function serve(): Promise<void> {
       metricsPublic: config.metricsPublic,
     },
     requestTimeoutMs: config.requestTimeoutMs,
+    sandboxAllowProcess: process.env.KELPIE_SANDBOX_ALLOW_PROCESS === "1",
   });
   const log = kelpie.app.log;
   let closing = false;
@@ -52,6 +53,14 @@ async function serve(): Promise<void> {
   };
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   process.on("SIGINT", () => shutdown("SIGINT"));
+  const sandbox = kelpie.services.customTools.sandbox.status();
+  if (!sandbox.namespace) {
+    log.warn(
+      "bubblewrap (bwrap) is not available: Python tools cannot run in the namespace sandbox (apt-get install bubblewrap)",
+    );
+  }
+  if (sandbox.processAllowed)
+    log.warn("KELPIE_SANDBOX_ALLOW_PROCESS=1: tools may run as plain processes WITHOUT isolation");
   await kelpie.app.listen({ host: config.host, port: config.port });
   log.info(
     {

@@ -1,0 +1,204 @@
+// Custom tools (Letta's POST/PUT/PATCH/DELETE /v1/tools): source code whose JSON schema is derived
+// from the function signature and docstring (Python) or JSDoc (JS/TS), run in a sandbox.
+import type { ToolCallContext, ToolOutput, ToolRunner } from "../../agent/tool-calls.ts";
+import type { Env } from "../../core/env.ts";
+import { invalidField, KelpieError, notFound } from "../../core/errors.ts";
+import { newId } from "../../core/ids.ts";
+import type { ToolRecord } from "../../storage/types.ts";
+import { builtinTool, FUNCTION_RETURN_CHARS_MAX } from "../builtins.ts";
+import type { SandboxResult } from "../sandbox/limits.ts";
+import type { Sandbox } from "../sandbox/sandbox.ts";
+import { jsSchema } from "./js-schema.ts";
+import { type DerivedSchema, pythonSchema } from "./python-schema.ts";
+
+export const SOURCE_TYPES = ["python", "javascript", "typescript"] as const;
+export type SourceType = (typeof SOURCE_TYPES)[number];
+export const TOOL_SOURCE_CHARS_MAX = 1_000_000;
+
+export interface ToolInput {
+  source_code?: unknown;
+  source_type?: unknown;
+  json_schema?: unknown;
+  args_json_schema?: unknown;
+  description?: unknown;
+  tags?: unknown;
+  return_char_limit?: unknown;
+  pip_requirements?: unknown;
+  npm_requirements?: unknown;
+  default_requires_approval?: unknown;
+  metadata_?: unknown;
+}
+
+function sourceTypeOf(value: unknown): SourceType {
+  const type = value ?? "python";
+  if (!SOURCE_TYPES.includes(type as SourceType)) {
+    throw invalidField(["body", "source_type"], `must be one of ${SOURCE_TYPES.join(", ")}`, "enum");
+  }
+  return type as SourceType;
+}
+
+export function deriveSchema(source: string, type: SourceType): DerivedSchema {
+  return type === "python" ? pythonSchema(source) : jsSchema(source);
+}
+
+function envList(value: unknown): Record<string, string> {
+  if (!Array.isArray(value)) return {};
+  const env: Record<string, string> = {};
+  for (const item of value) {
+    if (item && typeof item === "object" && typeof (item as { key?: unknown }).key === "string") {
+      env[(item as { key: string }).key] = String((item as { value?: unknown }).value ?? "");
+    }
+  }
+  return env;
+}
+
+export class CustomTools implements ToolRunner {
+  constructor(
+    private readonly env: Env,
+    readonly sandbox: Sandbox,
+  ) {}
+
+  private build(input: ToolInput, existing: ToolRecord | undefined): ToolRecord {
+    const source = input.source_code ?? existing?.source_code;
+    if (typeof source !== "string" || source.trim() === "")
+      throw invalidField(["body", "source_code"], "field required", "missing");
+    if (source.length > TOOL_SOURCE_CHARS_MAX)
+      throw invalidField(["body", "source_code"], `must be at most ${TOOL_SOURCE_CHARS_MAX} characters`);
+    const type = sourceTypeOf(input.source_type ?? existing?.source_type);
+    const derived = deriveSchema(source, type);
+    const given = input.json_schema as DerivedSchema | undefined | null;
+    if (
+      given !== undefined &&
+      given !== null &&
+      (typeof given !== "object" || typeof given.name !== "string")
+    ) {
+      throw invalidField(["body", "json_schema"], "must be an object with a name");
+    }
+    const schema = given ?? derived;
+    if (builtinTool(schema.name) !== undefined) {
+      throw invalidField(["body", "source_code"], `'${schema.name}' is the name of a built-in Letta tool`);
+    }
+    const limit = input.return_char_limit ?? existing?.return_char_limit ?? FUNCTION_RETURN_CHARS_MAX;
+    if (typeof limit !== "number" || !Number.isInteger(limit) || limit < 1) {
+      throw invalidField(["body", "return_char_limit"], "must be a positive integer");
+    }
+    const nowMs = this.env.clock.nowMs();
+    return {
+      id: existing?.id ?? newId("tool", this.env.rng),
+      name: schema.name,
+      tool_type: "custom",
+      description: typeof input.description === "string" ? input.description : (schema.description ?? null),
+      source_type: type,
+      source_code: source,
+      json_schema: schema as unknown as Record<string, unknown>,
+      args_json_schema:
+        (input.args_json_schema as Record<string, unknown> | null | undefined) ??
+        existing?.args_json_schema ??
+        null,
+      tags: Array.isArray(input.tags) ? input.tags.map(String) : (existing?.tags ?? []),
+      return_char_limit: limit,
+      pip_requirements: Array.isArray(input.pip_requirements)
+        ? input.pip_requirements
+        : (existing?.pip_requirements ?? null),
+      npm_requirements: Array.isArray(input.npm_requirements)
+        ? input.npm_requirements
+        : (existing?.npm_requirements ?? null),
+      default_requires_approval:
+        typeof input.default_requires_approval === "boolean"
+          ? input.default_requires_approval
+          : (existing?.default_requires_approval ?? null),
+      enable_parallel_execution: false,
+      metadata: (input.metadata_ as Record<string, unknown> | undefined) ?? existing?.metadata ?? {},
+      created_at_ms: existing?.created_at_ms ?? nowMs,
+      updated_at_ms: nowMs,
+    };
+  }
+
+  async create(input: ToolInput): Promise<ToolRecord> {
+    const tool = this.build(input, undefined);
+    await this.env.storage.commit([{ op: "put_tool", tool, create: true }]);
+    return tool;
+  }
+
+  /** PUT /v1/tools/: create, or replace the tool with the same name. */
+  async upsert(input: ToolInput): Promise<ToolRecord> {
+    const draft = this.build(input, undefined);
+    const existing = await this.env.storage.getToolByName(draft.name);
+    if (existing === null || existing.tool_type === "external_mcp") return this.create(input);
+    if (existing.tool_type !== "custom")
+      throw new KelpieError("CONFLICT", `'${draft.name}' is a built-in tool`);
+    const tool = this.build(input, existing);
+    await this.env.storage.commit([{ op: "put_tool", tool, create: false }]);
+    return tool;
+  }
+
+  async update(toolId: string, input: ToolInput): Promise<ToolRecord> {
+    const existing = await this.env.storage.getTool(toolId);
+    if (existing === null) throw notFound("tool", toolId);
+    if (existing.tool_type !== "custom")
+      throw new KelpieError("BAD_REQUEST", `tool ${toolId} is ${existing.tool_type}, not a custom tool`);
+    const tool = this.build(input, existing);
+    await this.env.storage.commit([{ op: "put_tool", tool, create: false }]);
+    return tool;
+  }
+
+  async delete(toolId: string): Promise<void> {
+    await this.env.storage.commit([{ op: "delete_tool", tool_id: toolId }]);
+  }
+
+  /** Runs source with args without saving it (POST /v1/tools/run). */
+  async runSource(input: ToolInput & { args?: unknown; env_vars?: unknown }): Promise<SandboxResult> {
+    const type = sourceTypeOf(input.source_type);
+    if (typeof input.source_code !== "string")
+      throw invalidField(["body", "source_code"], "field required", "missing");
+    const schema = deriveSchema(input.source_code, type);
+    const args = (input.args ?? {}) as Record<string, unknown>;
+    if (typeof args !== "object" || Array.isArray(args))
+      throw invalidField(["body", "args"], "must be an object");
+    const env =
+      input.env_vars && typeof input.env_vars === "object" ? (input.env_vars as Record<string, string>) : {};
+    return this.sandbox.run({
+      language: type,
+      source: input.source_code,
+      functionName: schema.name,
+      args,
+      parameterNames: Object.keys(schema.parameters.properties),
+      env,
+    });
+  }
+
+  /** Runs a stored tool with the agent's tool environment variables. */
+  async runTool(
+    tool: ToolRecord,
+    args: Record<string, unknown>,
+    agentId: string | undefined,
+  ): Promise<SandboxResult> {
+    const schema = (tool.json_schema ?? {}) as Partial<DerivedSchema>;
+    const derived = deriveSchema(tool.source_code ?? "", sourceTypeOf(tool.source_type));
+    let env: Record<string, string> = {};
+    if (agentId !== undefined) {
+      const agent = await this.env.storage.getAgent(agentId);
+      env = { ...envList(agent?.extra.tool_exec_environment_variables), ...envList(agent?.extra.secrets) };
+    }
+    return this.sandbox.run({
+      language: sourceTypeOf(tool.source_type),
+      source: tool.source_code ?? "",
+      functionName: derived.name,
+      args,
+      parameterNames: Object.keys(schema.parameters?.properties ?? derived.parameters.properties),
+      env,
+    });
+  }
+
+  /** The agent loop's runner for tool_type custom; the sandbox level is named in the result. */
+  async run(_name: string, args: Record<string, unknown>, ctx: ToolCallContext): Promise<ToolOutput> {
+    if (ctx.tool === undefined) return { ok: false, value: "unknown tool" };
+    const result = await this.runTool(ctx.tool, args, ctx.agentId);
+    return {
+      ok: result.ok,
+      value: result.value,
+      stdout: [`[sandbox: ${result.level}]`, ...result.stdout],
+      stderr: result.stderr,
+    };
+  }
+}
