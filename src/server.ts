@@ -16,7 +16,10 @@ import { type Rng, SystemRng } from "./core/rng.ts";
 import { type LlmProvidersConfig, llmConfigFromEnv } from "./llm/registry.ts";
 import type { RetryPolicy } from "./llm/retry.ts";
 import type { LlmProvider } from "./llm/types.ts";
+import { ArchivalService } from "./memory/archival.ts";
 import { BlockService } from "./memory/block-service.ts";
+import { Embedders } from "./memory/embedders.ts";
+import { WorkingMemoryService } from "./memory/working-memory.ts";
 import { instrumentStorage } from "./observability/instrumented-storage.ts";
 import { LiveTelemetry } from "./observability/live-telemetry.ts";
 import { KelpieMetrics } from "./observability/metrics.ts";
@@ -29,6 +32,7 @@ import type { Storage } from "./storage/types.ts";
 import { CustomTools } from "./tools/custom/service.ts";
 import { McpConnections } from "./tools/mcp/connections.ts";
 import { McpService } from "./tools/mcp/service.ts";
+import { MemoryTierTools } from "./tools/memory-tier-tools.ts";
 import { MultiAgentTools } from "./tools/multi-agent.ts";
 import { Sandbox } from "./tools/sandbox/sandbox.ts";
 import { ToolService } from "./tools/tool-service.ts";
@@ -83,6 +87,8 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
     ? { ...baseEnv, storage: instrumentStorage(baseEnv.storage, metrics, telemetry, baseEnv.clock) }
     : baseEnv;
   metrics?.registerTier("core", () => env.storage.coreMemoryChars());
+  metrics?.registerTier("working", () => env.storage.tiers.workingBytes());
+  metrics?.registerTier("archival", () => env.storage.tiers.archivalChars());
   const runtime = new Runtime({
     clock: env.clock,
     storage: env.storage,
@@ -92,6 +98,7 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
   });
   runtimeRef = runtime;
   const toolRunners = new ToolRunners();
+  const embedders = new Embedders(llm);
   const tools = new ToolService(env);
   await tools.ensureBuiltins();
   const agents = new AgentService(env, runtime, new HandleModelResolver(llm));
@@ -113,6 +120,8 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
     mcp: new McpService(env, new McpConnections(env.clock)),
     customTools: new CustomTools(env, new Sandbox(options.sandboxAllowProcess ?? false)),
     blocks: new BlockService(env),
+    archival: new ArchivalService(env, embedders),
+    working: new WorkingMemoryService(env),
     tools,
     toolRunners,
     telemetry,
@@ -121,6 +130,7 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
     ...(metrics ? { observability: { metrics, tracer } } : {}),
   };
   new MultiAgentTools(services.messages, env.storage).register(toolRunners);
+  new MemoryTierTools(services.archival, services.working, embedders).register(toolRunners);
   toolRunners.registerType("external_mcp", services.mcp);
   toolRunners.registerType("custom", services.customTools);
   const app = buildApp(services, {
@@ -135,6 +145,7 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
     async close() {
       await app.close();
       await runtime.stop();
+      await services.customTools.sandbox.close();
       await services.mcp.connections.closeAll();
       await options.observability?.tracing?.shutdown();
       await env.storage.close();

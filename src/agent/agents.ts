@@ -102,7 +102,7 @@ export class AgentService {
   constructor(
     private readonly env: Env,
     private readonly runtime: Runtime,
-    private readonly models: ModelResolver,
+    readonly models: ModelResolver,
   ) {}
 
   async create(input: CreateAgentInput): Promise<AgentView> {

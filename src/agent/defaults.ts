@@ -1,7 +1,8 @@
 // Defaults for a new agent when the request leaves them out.
 export const AGENT_TYPE_DEFAULT = "memgpt_v2_agent";
 export const MODEL_HANDLE_DEFAULT = "openai/gpt-4o-mini";
-export const EMBEDDING_HANDLE_DEFAULT = "openai/text-embedding-3-small";
+// The local model: archival memory works offline, with no key, out of the box.
+export const EMBEDDING_HANDLE_DEFAULT = "kelpie/universal-sentence-encoder";
 
 export const SYSTEM_PROMPT_DEFAULT = `You are a helpful, stateful AI agent running on Kelpie, a Letta-compatible agent server.
 You have core memory: blocks of text that are always in your context (shown below), which you can

@@ -3,6 +3,7 @@
 import { invalidField } from "../core/errors.ts";
 import { parseHandle } from "../llm/handles.ts";
 import { defaultLlmConfig, type LlmProvidersConfig, listEmbeddingModels } from "../llm/registry.ts";
+import { isLocalEmbedding, localEmbeddingConfig } from "../memory/embedders.ts";
 import type { ModelResolver } from "./agents.ts";
 import { EMBEDDING_HANDLE_DEFAULT, MODEL_HANDLE_DEFAULT } from "./defaults.ts";
 
@@ -53,6 +54,7 @@ export class HandleModelResolver implements ModelResolver {
       };
     }
     const wanted = handle ?? EMBEDDING_HANDLE_DEFAULT;
+    if (isLocalEmbedding({ handle: wanted })) return { ...localEmbeddingConfig(), ...(config ?? {}) };
     const { provider, model } = handleOrError(wanted, "embedding");
     const known = listEmbeddingModels({
       ...this.llm,

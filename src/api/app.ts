@@ -10,7 +10,9 @@ import type { ToolRunners } from "../agent/tool-calls.ts";
 import { REQUEST_BODY_BYTES_MAX } from "../core/constants.ts";
 import type { Env } from "../core/env.ts";
 import type { LlmProvidersConfig } from "../llm/registry.ts";
+import type { ArchivalService } from "../memory/archival.ts";
 import type { BlockService } from "../memory/block-service.ts";
+import type { WorkingMemoryService } from "../memory/working-memory.ts";
 import type { KelpieMetrics } from "../observability/metrics.ts";
 import type { Telemetry } from "../observability/telemetry.ts";
 import type { Runtime } from "../runtime/runtime.ts";
@@ -18,6 +20,7 @@ import type { CustomTools } from "../tools/custom/service.ts";
 import type { McpService } from "../tools/mcp/service.ts";
 import type { ToolService } from "../tools/tool-service.ts";
 import { agentsRoutes } from "./agents.ts";
+import { archivalAgentRoutes, archivesRoutes, passagesRoutes } from "./archival.ts";
 import { blocksRoutes } from "./blocks.ts";
 import { installErrorHandler } from "./errors.ts";
 import { healthRoutes } from "./health.ts";
@@ -40,6 +43,8 @@ export interface Services {
   context: ContextService;
   mcp: McpService;
   customTools: CustomTools;
+  archival: ArchivalService;
+  working: WorkingMemoryService;
   /** Metrics and tracing, when the server runs with them. */
   observability?: { metrics: KelpieMetrics; tracer: Tracer | null };
   /** Runners for tools the agent loop does not run itself (archival, sandboxed custom, MCP). */
@@ -118,6 +123,9 @@ export function buildApp(services: Services, options: AppOptions = {}): FastifyI
   app.register(agentsRoutes, { prefix: "/v1/agents", services });
   app.register(messagesRoutes, { prefix: "/v1/agents", services });
   app.register(blocksRoutes, { prefix: "/v1/blocks", services });
+  app.register(archivalAgentRoutes, { prefix: "/v1/agents", services });
+  app.register(archivesRoutes, { prefix: "/v1/archives", services });
+  app.register(passagesRoutes, { prefix: "/v1/passages", services });
   app.register(toolsRoutes, { prefix: "/v1/tools", services });
   app.register(agentToolRunRoutes, { prefix: "/v1/agents", services });
   app.register(runsRoutes, { prefix: "/v1/runs", services });

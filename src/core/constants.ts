@@ -23,6 +23,17 @@ export const NAME_LENGTH_MAX = 1_024;
 export const SYSTEM_PROMPT_CHARS_MAX = 1_000_000;
 export const METADATA_BYTES_MAX = 64 * 1024;
 
+// Archival memory (passages) and working memory (per-agent key-value tier)
+export const PASSAGE_TEXT_CHARS_MAX = 32_768; // longer text is rejected, never truncated
+export const PASSAGE_TAGS_MAX = 64;
+export const PASSAGES_PER_BATCH_MAX = 1_000;
+export const ARCHIVAL_SEARCH_TOP_K_DEFAULT = 10;
+export const ARCHIVAL_SEARCH_TOP_K_MAX = 100;
+export const WORKING_MEMORY_KEY_CHARS_MAX = 256;
+export const WORKING_MEMORY_VALUE_BYTES_MAX = 64 * 1024;
+export const WORKING_MEMORY_AGENT_BYTES_MAX = 1024 * 1024;
+export const WORKING_MEMORY_KEYS_PER_AGENT_MAX = 1_024;
+
 // HTTP
 export const REQUEST_BODY_BYTES_MAX = 16 * 1024 * 1024;
 export const PAGE_LIMIT_DEFAULT = 50;

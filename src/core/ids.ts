@@ -11,6 +11,8 @@ export const ID_PREFIXES = [
   "step",
   "mcp_server",
   "audit",
+  "archive",
+  "passage",
 ] as const;
 export type IdPrefix = (typeof ID_PREFIXES)[number];
 

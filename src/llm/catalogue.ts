@@ -1,6 +1,7 @@
 // The models Kelpie offers, in Letta's shapes: a full `llm_config` for a handle (LLMConfig),
 // `GET /v1/models/` entries (Model) and embedding configs (EmbeddingConfig). A small built-in
 // catalogue per hosted provider; local servers' models are not listed (we do not query them).
+import { localEmbeddingConfig } from "../memory/embedders.ts";
 import { type LlmProvidersConfig, OPENAI_PUBLIC_BASE_URL } from "./config.ts";
 import { type EndpointKind, endpointKindOf, endpointTypeOfHandleProvider, parseHandle } from "./handles.ts";
 
@@ -182,19 +183,23 @@ export function listModels(config: LlmProvidersConfig): LettaModel[] {
   );
 }
 
-/** OpenAI's embedding models when OpenAI has a key, as Letta's EmbeddingConfig. */
+/** The local model (always there), then OpenAI's embedding models when OpenAI has a key. */
 export function listEmbeddingModels(config: LlmProvidersConfig): LettaEmbeddingConfig[] {
-  if (config.openai.apiKey === undefined) return [];
-  return EMBEDDING_CATALOGUE.map((m) => ({
-    embedding_endpoint_type: "openai",
-    embedding_endpoint: OPENAI_PUBLIC_BASE_URL,
-    embedding_model: m.name,
-    embedding_dim: m.dim,
-    embedding_chunk_size: EMBEDDING_CHUNK_SIZE_DEFAULT,
-    handle: `openai/${m.name}`,
-    batch_size: EMBEDDING_BATCH_SIZE_DEFAULT,
-    azure_endpoint: null,
-    azure_version: null,
-    azure_deployment: null,
-  }));
+  const local = localEmbeddingConfig() as LettaEmbeddingConfig;
+  if (config.openai.apiKey === undefined) return [local];
+  return [
+    local,
+    ...EMBEDDING_CATALOGUE.map((m) => ({
+      embedding_endpoint_type: "openai",
+      embedding_endpoint: OPENAI_PUBLIC_BASE_URL,
+      embedding_model: m.name,
+      embedding_dim: m.dim,
+      embedding_chunk_size: EMBEDDING_CHUNK_SIZE_DEFAULT,
+      handle: `openai/${m.name}`,
+      batch_size: EMBEDDING_BATCH_SIZE_DEFAULT,
+      azure_endpoint: null,
+      azure_version: null,
+      azure_deployment: null,
+    })),
+  ];
 }

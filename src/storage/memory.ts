@@ -1,6 +1,7 @@
 // The in-memory engine: the reference semantics of the Storage contract, used by tests and the
 // simulator. A commit stages every mutation on copies and swaps them in only when all succeed.
 import { invalidField, KelpieError, notFound } from "../core/errors.ts";
+import { MemoryTiers } from "./memory-tiers.ts";
 import type {
   AgentListQuery,
   AgentRecord,
@@ -125,7 +126,10 @@ export class MemoryStorage implements Storage {
     }
     for (const m of mutations) this.apply(t, m);
     this.tables = t;
+    for (const m of mutations) if (m.op === "delete_agent") this.tiers.forgetAgent(m.agent_id);
   }
+
+  readonly tiers = new MemoryTiers((agentId) => this.tables.agents.get(agentId)?.seq);
 
   private apply(t: Tables, m: Mutation): void {
     switch (m.op) {

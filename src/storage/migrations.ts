@@ -111,6 +111,70 @@ CREATE TABLE audit_log (
 );
 `;
 
+const V5_TIERS_COMMON = (t: { seq: string; json: string; int8: string; bytes: string }) => `
+CREATE TABLE archives (
+  seq ${t.seq},
+  id TEXT NOT NULL UNIQUE,
+  name TEXT NOT NULL,
+  created_at_ms ${t.int8} NOT NULL,
+  doc ${t.json} NOT NULL
+);
+CREATE INDEX archives_name ON archives (name);
+CREATE TABLE agent_archives (
+  agent_id TEXT NOT NULL REFERENCES agents (id) ON DELETE CASCADE,
+  archive_id TEXT NOT NULL REFERENCES archives (id) ON DELETE CASCADE,
+  position ${t.int8} NOT NULL,
+  PRIMARY KEY (agent_id, archive_id)
+);
+CREATE INDEX agent_archives_archive ON agent_archives (archive_id);
+CREATE TABLE working_memory (
+  agent_id TEXT NOT NULL REFERENCES agents (id) ON DELETE CASCADE,
+  key TEXT NOT NULL,
+  size_bytes ${t.int8} NOT NULL,
+  expires_at_ms ${t.int8},
+  updated_at_ms ${t.int8} NOT NULL,
+  value ${t.json} NOT NULL,
+  PRIMARY KEY (agent_id, key)
+);
+`;
+
+// Passages keep their vector (little-endian float32) beside the text; the full-text index is
+// FTS5 (kept by triggers) on SQLite and a generated tsvector with a GIN index on PostgreSQL.
+const V5_SQLITE = `${V5_TIERS_COMMON({ seq: "INTEGER PRIMARY KEY AUTOINCREMENT", json: "TEXT", int8: "INTEGER", bytes: "BLOB" })}
+CREATE TABLE passages (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  archive_id TEXT NOT NULL REFERENCES archives (id) ON DELETE CASCADE,
+  created_at_ms INTEGER NOT NULL,
+  text TEXT NOT NULL,
+  doc TEXT NOT NULL,
+  embedding BLOB NOT NULL
+);
+CREATE INDEX passages_archive_seq ON passages (archive_id, seq);
+CREATE VIRTUAL TABLE passages_fts USING fts5 (text, content = 'passages', content_rowid = 'seq', tokenize = 'porter unicode61');
+CREATE TRIGGER passages_fts_insert AFTER INSERT ON passages BEGIN
+  INSERT INTO passages_fts (rowid, text) VALUES (new.seq, new.text);
+END;
+CREATE TRIGGER passages_fts_delete AFTER DELETE ON passages BEGIN
+  INSERT INTO passages_fts (passages_fts, rowid, text) VALUES ('delete', old.seq, old.text);
+END;
+`;
+
+const V5_POSTGRES = `${V5_TIERS_COMMON({ seq: "BIGSERIAL PRIMARY KEY", json: "JSONB", int8: "BIGINT", bytes: "BYTEA" })}
+CREATE TABLE passages (
+  seq BIGSERIAL PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  archive_id TEXT NOT NULL REFERENCES archives (id) ON DELETE CASCADE,
+  created_at_ms BIGINT NOT NULL,
+  text TEXT NOT NULL,
+  doc JSONB NOT NULL,
+  embedding BYTEA NOT NULL,
+  tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED
+);
+CREATE INDEX passages_archive_seq ON passages (archive_id, seq);
+CREATE INDEX passages_tsv ON passages USING GIN (tsv);
+`;
+
 // Versions need not be contiguous: each missing one is applied once, in order.
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -135,6 +199,12 @@ export const MIGRATIONS: readonly Migration[] = [
     name: "api keys, audit log",
     sqlite: V4_OPS({ seq: "INTEGER PRIMARY KEY AUTOINCREMENT", json: "TEXT", int8: "INTEGER" }),
     postgres: V4_OPS({ seq: "BIGSERIAL PRIMARY KEY", json: "JSONB", int8: "BIGINT" }),
+  },
+  {
+    version: 5,
+    name: "archives, passages (vectors, full text), working memory",
+    sqlite: V5_SQLITE,
+    postgres: V5_POSTGRES,
   },
 ];
 

@@ -5,6 +5,7 @@ import postgres from "postgres";
 import { POSTGRES_POOL_CONNECTIONS_MAX } from "../core/constants.ts";
 import { invalidField, isKelpieError, KelpieError, notFound } from "../core/errors.ts";
 import { MIGRATIONS } from "./migrations.ts";
+import { PostgresTiers } from "./postgres-tiers.ts";
 import {
   agentListSql,
   auditListSql,
@@ -70,6 +71,7 @@ function isConnectionError(err: unknown): boolean {
 
 export class PostgresStorage implements Storage {
   readonly engine = "postgres" as const;
+  readonly tiers: PostgresTiers;
   private readonly sql: postgres.Sql;
 
   constructor(options: PostgresOptions) {
@@ -78,6 +80,7 @@ export class PostgresStorage implements Storage {
       onnotice: () => {},
       types: { bigint: postgres.BigInt },
     });
+    this.tiers = new PostgresTiers(this.sql, (fn) => this.guard(fn));
   }
 
   /** Runs a storage call, turning connection failures into STORAGE_UNAVAILABLE. */

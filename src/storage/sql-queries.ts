@@ -1,6 +1,13 @@
 // Listing queries shared by the SQL engines: filters and cursor pagination, written once with
 // `?` placeholders (the PostgreSQL engine renumbers them to $1, $2, ...).
-import type { AgentListQuery, BlockListQuery, PageQuery, ToolListQuery } from "./types.ts";
+import type {
+  AgentListQuery,
+  ArchiveListQuery,
+  BlockListQuery,
+  PageQuery,
+  PassageListQuery,
+  ToolListQuery,
+} from "./types.ts";
 
 export interface SqlQuery {
   text: string;
@@ -136,4 +143,29 @@ export function runListSql(agentId: string | undefined, q: PageQuery): SqlQuery 
 
 export function auditListSql(q: PageQuery): SqlQuery {
   return page("audit_log", "doc", [], [], q);
+}
+
+export function archiveListSql(q: ArchiveListQuery): SqlQuery {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (q.name !== undefined) {
+    where.push("name = ?");
+    params.push(q.name);
+  }
+  if (q.agent_id !== undefined) {
+    where.push("id IN (SELECT archive_id FROM agent_archives WHERE agent_id = ?)");
+    params.push(q.agent_id);
+  }
+  return page("archives", "doc", where, params, q);
+}
+
+/** Passages of some archives; the text rides beside the doc so the doc need not repeat it. */
+export function passageListSql(dialect: Dialect, archiveIds: string[], q: PassageListQuery): SqlQuery {
+  const where = [`archive_id IN (${placeholders(archiveIds.length)})`];
+  const params: unknown[] = [...archiveIds];
+  if (q.search !== undefined && q.search !== "") {
+    where.push(containsFolded(dialect, "text"));
+    params.push(q.search);
+  }
+  return page("passages", "doc, text", where, params, q);
 }

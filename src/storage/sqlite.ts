@@ -15,6 +15,7 @@ import {
   type SqlQuery,
   toolListSql,
 } from "./sql-queries.ts";
+import { SqliteTiers } from "./sqlite-tiers.ts";
 import type {
   AgentListQuery,
   AgentRecord,
@@ -56,6 +57,7 @@ const parse = <T>(row: unknown): T => JSON.parse((row as { doc: string }).doc) a
 
 export class SqliteStorage implements Storage {
   readonly engine = "sqlite" as const;
+  readonly tiers: SqliteTiers;
   private readonly db: Database.Database;
   private readonly statements = new Map<string, Statement>();
 
@@ -65,6 +67,7 @@ export class SqliteStorage implements Storage {
     this.db.pragma(`synchronous = ${options.synchronous === "normal" ? "NORMAL" : "FULL"}`);
     this.db.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
     this.db.pragma("foreign_keys = ON");
+    this.tiers = new SqliteTiers(this.db);
     this.transactionOfBatch = this.db.transaction((batch: PendingCommit[], outcomes: (unknown | null)[]) =>
       this.runBatch(batch, outcomes),
     );

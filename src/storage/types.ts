@@ -232,6 +232,8 @@ export interface CommitOptions {
 
 export interface Storage {
   readonly engine: "memory" | "sqlite" | "postgres";
+  /** Archival and working memory, in the same database. */
+  readonly tiers: MemoryTierStorage;
 
   /** Applies pending schema migrations; safe to call on every start. */
   migrate(): Promise<void>;
@@ -302,3 +304,123 @@ export interface Storage {
   /** Characters held in core-memory block values, across all blocks. */
   coreMemoryChars(): Promise<number>;
 }
+
+/** A Letta archive: a set of passages with one embedding model, attachable to several agents. */
+export interface ArchiveRecord {
+  id: string;
+  name: string;
+  description: string | null;
+  /** The model that embeds every passage of this archive (fixed at creation: vectors must agree). */
+  embedding_config: Record<string, unknown>;
+  metadata: Record<string, unknown>;
+  /** Set on an agent's own archive, made the first time it archives something. */
+  owner_agent_id: string | null;
+  created_at_ms: number;
+  updated_at_ms: number;
+}
+
+/** One archival-memory passage. Its vector is stored beside it, not in this record. */
+export interface PassageRecord {
+  id: string;
+  archive_id: string;
+  text: string;
+  tags: string[];
+  metadata: Record<string, unknown>;
+  created_at_ms: number;
+  updated_at_ms: number;
+}
+
+/** What the vector index needs of a passage; `seq` is the passage's index key. */
+export interface PassageVectorRow {
+  seq: number;
+  id: string;
+  created_at_ms: number;
+  tags: string[];
+  vector: Float32Array;
+}
+
+/** One working-memory entry: a JSON value under a string key, optionally expiring. */
+export interface WorkingMemoryEntry {
+  agent_id: string;
+  key: string;
+  value: unknown;
+  size_bytes: number;
+  expires_at_ms: number | null;
+  updated_at_ms: number;
+}
+
+export interface ArchiveListQuery extends PageQuery {
+  name?: string | undefined;
+  agent_id?: string | undefined;
+}
+
+export interface PassageListQuery extends PageQuery {
+  /** Case-insensitive substring of the text. */
+  search?: string | undefined;
+}
+
+/**
+ * Archival and working memory. Each write is its own transaction (passage batches: one for the
+ * batch); deleting an agent removes its working memory and archive attachments (foreign keys).
+ */
+export interface MemoryTierStorage {
+  putArchive(archive: ArchiveRecord, create: boolean): Promise<void>;
+  /** Removes the archive with its passages and attachments; NOT_FOUND when missing. */
+  deleteArchive(archiveId: string): Promise<void>;
+  getArchive(id: string): Promise<ArchiveRecord | null>;
+  listArchives(query: ArchiveListQuery): Promise<ArchiveRecord[]>;
+  /** Attaching an attached pair is a no-op; NOT_FOUND for a missing agent or archive. */
+  attachArchive(agentId: string, archiveId: string): Promise<void>;
+  detachArchive(agentId: string, archiveId: string): Promise<void>;
+  /** The archives attached to an agent, in attach order. */
+  listAgentArchives(agentId: string): Promise<ArchiveRecord[]>;
+  listArchiveAgentIds(archiveId: string): Promise<string[]>;
+
+  /** Inserts passages with their vectors in one transaction; returns their seqs, in order. */
+  insertPassages(rows: { passage: PassageRecord; vector: Float32Array }[]): Promise<number[]>;
+  /** Removes a passage (and its full-text entry); returns its seq, or null when there was none. */
+  deletePassage(passageId: string): Promise<{ seq: number; archive_id: string } | null>;
+  getPassage(id: string): Promise<PassageRecord | null>;
+  getPassagesBySeq(seqs: number[]): Promise<Map<number, PassageRecord>>;
+  listPassages(archiveIds: string[], query: PassageListQuery): Promise<PassageRecord[]>;
+  countPassages(archiveIds: string[]): Promise<number>;
+  /** Vectors of one archive in seq order after `afterSeq`, for (re)building its index. */
+  scanPassageVectors(archiveId: string, afterSeq: number, limit: number): Promise<PassageVectorRow[]>;
+  /** Full-text search (any of the query's words, best first) over the archives' passages. */
+  searchPassagesText(archiveIds: string[], query: string, limit: number): Promise<{ seq: number }[]>;
+  /** Characters of passage text held, across all archives. */
+  archivalChars(): Promise<number>;
+
+  getWorking(agentId: string, key: string): Promise<WorkingMemoryEntry | null>;
+  listWorking(agentId: string): Promise<WorkingMemoryEntry[]>;
+  /** Inserts or replaces; NOT_FOUND when the agent is missing. */
+  putWorking(entry: WorkingMemoryEntry): Promise<void>;
+  /** Whether an entry was there. */
+  deleteWorking(agentId: string, key: string): Promise<boolean>;
+  /** Bytes held in working memory, across all agents. */
+  workingBytes(): Promise<number>;
+}
+
+/**
+ * Splits text into the lowercase words a full-text query should match (the same on every engine):
+ * English stop words are left out, or "the" would match every passage.
+ */
+export function queryWords(text: string): string[] {
+  const words = (text.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? []).filter((w) => !STOP_WORDS.has(w));
+  return [...new Set(words)].slice(0, FULL_TEXT_QUERY_WORDS_MAX);
+}
+
+// PostgreSQL's english stop words (snowball), which its tsvector drops too.
+const STOP_WORDS = new Set(
+  (
+    "i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she her hers " +
+    "herself it its itself they them their theirs themselves what which who whom this that these those am is " +
+    "are was were be been being have has had having do does did doing a an the and but if or because as until " +
+    "while of at by for with about against between into through during before after above below to from up " +
+    "down in out on off over under again further then once here there when where why how all any both each few " +
+    "more most other some such no nor not only own same so than too very s t can will just don should now"
+  ).split(" "),
+);
+
+/** Longer queries keep their first words for the full-text half of a search (the vector half sees all). */
+export const FULL_TEXT_QUERY_WORDS_MAX = 32;

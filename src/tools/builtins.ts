@@ -13,7 +13,12 @@ export interface ToolJsonSchema {
 
 export interface BuiltinTool {
   name: string;
-  tool_type: "letta_core" | "letta_memory_core" | "letta_multi_agent_core" | "letta_sleeptime_core";
+  tool_type:
+    | "letta_core"
+    | "letta_memory_core"
+    | "letta_multi_agent_core"
+    | "letta_sleeptime_core"
+    | "letta_builtin";
   description: string;
   json_schema: ToolJsonSchema;
   source_code: string | null;
@@ -248,7 +253,47 @@ export const BUILTIN_TOOLS: readonly BuiltinTool[] = [
     },
     ["message", "other_agent_id"],
   ),
+  // Kelpie's working memory: a per-agent key-value store between core blocks and archival memory.
+  tool(
+    "working_memory_set",
+    "letta_builtin",
+    "Store a value in working memory under a key, replacing any value there.\n\nWorking memory is a small key-value scratchpad that persists between conversations but is not shown in your context: read it back with working_memory_get.",
+    {
+      key: str("The key to store the value under."),
+      value: { description: "The value to store (any JSON value: text, number, object, list)." },
+      ttl_seconds: int("Optional: forget the value after this many seconds."),
+    },
+    ["key", "value"],
+  ),
+  tool(
+    "working_memory_get",
+    "letta_builtin",
+    "Read the value stored in working memory under a key.",
+    { key: str("The key to read.") },
+    ["key"],
+  ),
+  tool(
+    "working_memory_delete",
+    "letta_builtin",
+    "Delete a key (and its value) from working memory.",
+    { key: str("The key to delete.") },
+    ["key"],
+  ),
+  tool(
+    "working_memory_list",
+    "letta_builtin",
+    "List the keys held in working memory, with their sizes.",
+    {},
+    [],
+  ),
 ];
+
+export const WORKING_MEMORY_TOOL_NAMES = [
+  "working_memory_set",
+  "working_memory_get",
+  "working_memory_delete",
+  "working_memory_list",
+] as const;
 
 const BY_NAME = new Map(BUILTIN_TOOLS.map((t) => [t.name, t]));
 

@@ -1,0 +1,347 @@
+// Archival memory: archives of passages, each embedded by its archive's model, found by hybrid
+// search — a vector index (exact or HNSW) and the engine's full-text index, fused by reciprocal
+// rank. An agent's own archive is made the first time it archives something; other archives can
+// be shared by attaching them to several agents.
+import {
+  ARCHIVAL_SEARCH_TOP_K_MAX,
+  PASSAGE_TAGS_MAX,
+  PASSAGE_TEXT_CHARS_MAX,
+  PASSAGES_PER_BATCH_MAX,
+  TAG_LENGTH_MAX,
+} from "../core/constants.ts";
+import type { Env } from "../core/env.ts";
+import { invalidField, KelpieError, notFound } from "../core/errors.ts";
+import { newId } from "../core/ids.ts";
+import type { ArchiveRecord, PassageListQuery, PassageRecord } from "../storage/types.ts";
+import { type Embedder, type Embedders, localEmbeddingConfig } from "./embedders.ts";
+import { type IndexFilter, matchesFilter, VectorIndex } from "./vector-index.ts";
+
+/** Reciprocal rank fusion constant (Cormack et al.): damps the weight of the very top ranks. */
+const RRF_K = 60;
+/** Each half of a hybrid search contributes this many candidates per wanted result. */
+const HYBRID_CANDIDATES_PER_RESULT = 4;
+const HYBRID_CANDIDATES_MIN = 32;
+/** Rows read per batch while an archive's index is built from storage. */
+const INDEX_LOAD_BATCH = 10_000;
+
+export interface PassageInput {
+  text: string;
+  tags?: string[] | null | undefined;
+  metadata?: Record<string, unknown> | null | undefined;
+  created_at_ms?: number | undefined;
+}
+
+export interface ArchivalQuery extends IndexFilter {
+  query: string;
+  topK: number;
+}
+
+export interface ArchivalHit {
+  passage: PassageRecord;
+  /** Fused rank score (higher is better). */
+  score: number;
+  vector_score: number | null;
+  text_rank: number | null;
+}
+
+interface LoadedIndex {
+  index: VectorIndex | null;
+  /** Seqs inserted or deleted while the index was loading, applied once it has. */
+  ready: Promise<void>;
+}
+
+export class ArchivalService {
+  private readonly indexes = new Map<string, LoadedIndex>();
+
+  constructor(
+    private readonly env: Env,
+    private readonly embedders: Embedders,
+  ) {}
+
+  private get tiers() {
+    return this.env.storage.tiers;
+  }
+
+  // --- archives ---------------------------------------------------------------------------
+
+  /** A new archive embedded by the given config's model, or the local one when this server lacks it. */
+  async createArchive(input: {
+    name: string;
+    description?: string | null | undefined;
+    embedding_config?: Record<string, unknown> | null | undefined;
+    metadata?: Record<string, unknown> | null | undefined;
+    owner_agent_id?: string | null;
+  }): Promise<ArchiveRecord> {
+    const now = this.env.clock.nowMs();
+    const wanted = input.embedding_config ?? localEmbeddingConfig();
+    const archive: ArchiveRecord = {
+      id: newId("archive", this.env.rng),
+      name: input.name,
+      description: input.description ?? null,
+      embedding_config: this.embedders.available(wanted) ? wanted : localEmbeddingConfig(),
+      metadata: input.metadata ?? {},
+      owner_agent_id: input.owner_agent_id ?? null,
+      created_at_ms: now,
+      updated_at_ms: now,
+    };
+    await this.tiers.putArchive(archive, true);
+    return archive;
+  }
+
+  async getArchive(id: string): Promise<ArchiveRecord> {
+    const archive = await this.tiers.getArchive(id);
+    if (archive === null) throw new KelpieError("NOT_FOUND", `Archive ${id} not found`);
+    return archive;
+  }
+
+  async updateArchive(
+    id: string,
+    patch: { name?: string | null; description?: string | null },
+  ): Promise<ArchiveRecord> {
+    const archive = await this.getArchive(id);
+    const next: ArchiveRecord = {
+      ...archive,
+      ...(patch.name != null ? { name: patch.name } : {}),
+      ...(patch.description !== undefined ? { description: patch.description } : {}),
+      updated_at_ms: this.env.clock.nowMs(),
+    };
+    await this.tiers.putArchive(next, false);
+    return next;
+  }
+
+  async deleteArchive(id: string): Promise<void> {
+    await this.tiers.deleteArchive(id);
+    this.indexes.delete(id);
+  }
+
+  /** The agent's own archive; made (and attached) on first use when `create`. */
+  async agentArchive(agentId: string, create: true): Promise<ArchiveRecord>;
+  async agentArchive(agentId: string, create: false): Promise<ArchiveRecord | null>;
+  async agentArchive(agentId: string, create: boolean): Promise<ArchiveRecord | null> {
+    const attached = await this.tiers.listAgentArchives(agentId);
+    const own = attached.find((a) => a.owner_agent_id === agentId) ?? attached[0];
+    if (own !== undefined || !create) return own ?? null;
+    const agent = await this.env.storage.getAgent(agentId);
+    if (agent === null) throw notFound("agent", agentId);
+    const archive = await this.createArchive({
+      name: `${agent.name} archive`,
+      embedding_config: agent.embedding_config,
+      owner_agent_id: agentId,
+    });
+    await this.tiers.attachArchive(agentId, archive.id);
+    return archive;
+  }
+
+  /** Ids of every archive whose passages the agent sees. */
+  async agentArchiveIds(agentId: string): Promise<string[]> {
+    if ((await this.env.storage.getAgent(agentId)) === null) throw notFound("agent", agentId);
+    return (await this.tiers.listAgentArchives(agentId)).map((a) => a.id);
+  }
+
+  // --- passages ---------------------------------------------------------------------------
+
+  private checkInput(input: PassageInput, loc: (string | number)[]): void {
+    if (typeof input.text !== "string" || input.text.trim() === "") {
+      throw invalidField([...loc, "text"], "must be a non-empty string");
+    }
+    if (input.text.length > PASSAGE_TEXT_CHARS_MAX) {
+      throw invalidField(
+        [...loc, "text"],
+        `is ${input.text.length} characters; a passage holds at most ${PASSAGE_TEXT_CHARS_MAX} (split it into several)`,
+      );
+    }
+    const tags = input.tags ?? [];
+    if (tags.length > PASSAGE_TAGS_MAX)
+      throw invalidField([...loc, "tags"], `at most ${PASSAGE_TAGS_MAX} tags`);
+    for (const [i, tag] of tags.entries()) {
+      if (typeof tag !== "string" || tag.length === 0 || tag.length > TAG_LENGTH_MAX) {
+        throw invalidField([...loc, "tags", i], `must be a string of 1 to ${TAG_LENGTH_MAX} characters`);
+      }
+    }
+  }
+
+  /** Embeds and stores passages in one archive, in one transaction; indexes them once durable. */
+  async insert(
+    archiveId: string,
+    inputs: PassageInput[],
+    loc: (string | number)[] = ["body"],
+  ): Promise<PassageRecord[]> {
+    if (inputs.length === 0) return [];
+    if (inputs.length > PASSAGES_PER_BATCH_MAX) {
+      throw invalidField([...loc], `at most ${PASSAGES_PER_BATCH_MAX} passages per request`);
+    }
+    for (const [i, input] of inputs.entries())
+      this.checkInput(input, inputs.length === 1 ? loc : [...loc, i]);
+    const archive = await this.getArchive(archiveId);
+    const vectors = await this.embedder(archive).embed(inputs.map((i) => i.text));
+    const now = this.env.clock.nowMs();
+    const rows = inputs.map((input, i) => ({
+      passage: {
+        id: newId("passage", this.env.rng),
+        archive_id: archiveId,
+        text: input.text,
+        tags: [...new Set(input.tags ?? [])],
+        metadata: input.metadata ?? {},
+        created_at_ms: input.created_at_ms ?? now,
+        updated_at_ms: now,
+      },
+      vector: vectors[i]!,
+    }));
+    const dim = rows[0]!.vector.length;
+    if (rows.some((r) => r.vector.length !== dim)) {
+      throw new KelpieError(
+        "LLM_ERROR",
+        `embedding model ${this.embedder(archive).handle} returned vectors of mixed sizes`,
+      );
+    }
+    const seqs = await this.tiers.insertPassages(rows);
+    const loaded = this.indexes.get(archiveId);
+    if (loaded !== undefined) {
+      await loaded.ready;
+      this.indexOf(archiveId, dim).add(
+        rows.map((r, i) => ({
+          seq: seqs[i]!,
+          created_at_ms: r.passage.created_at_ms,
+          tags: r.passage.tags,
+          vector: r.vector,
+        })),
+      );
+    }
+    return rows.map((r) => r.passage);
+  }
+
+  /** Inserts into the agent's own archive (made on first use). */
+  async insertForAgent(agentId: string, input: PassageInput): Promise<PassageRecord[]> {
+    const archive = await this.agentArchive(agentId, true);
+    return this.insert(archive.id, [input]);
+  }
+
+  /** Deletes a passage; with `archiveIds`, only one inside them (else NOT_FOUND). */
+  async deletePassage(passageId: string, archiveIds?: string[]): Promise<void> {
+    const passage = await this.tiers.getPassage(passageId);
+    if (passage === null || (archiveIds !== undefined && !archiveIds.includes(passage.archive_id))) {
+      throw new KelpieError("NOT_FOUND", `Passage ${passageId} not found`);
+    }
+    const gone = await this.tiers.deletePassage(passageId);
+    if (gone === null) throw new KelpieError("NOT_FOUND", `Passage ${passageId} not found`);
+    const loaded = this.indexes.get(gone.archive_id);
+    if (loaded !== undefined) {
+      await loaded.ready;
+      loaded.index?.remove(gone.seq);
+    }
+  }
+
+  list(archiveIds: string[], query: PassageListQuery): Promise<PassageRecord[]> {
+    return this.tiers.listPassages(archiveIds, query);
+  }
+
+  // --- search -----------------------------------------------------------------------------
+
+  private embedder(archive: ArchiveRecord): Embedder {
+    return this.embedders.forConfig(archive.embedding_config);
+  }
+
+  private indexOf(archiveId: string, dimension: number): VectorIndex {
+    const loaded = this.indexes.get(archiveId)!;
+    loaded.index ??= new VectorIndex(dimension);
+    return loaded.index;
+  }
+
+  /** The archive's vector index, built from storage on first use. */
+  private async loadIndex(archiveId: string): Promise<VectorIndex | null> {
+    let loaded = this.indexes.get(archiveId);
+    if (loaded === undefined) {
+      const entry: LoadedIndex = { index: null, ready: Promise.resolve() };
+      entry.ready = (async () => {
+        let after = 0;
+        for (;;) {
+          const batch = await this.tiers.scanPassageVectors(archiveId, after, INDEX_LOAD_BATCH);
+          if (batch.length === 0) break;
+          entry.index ??= new VectorIndex(batch[0]!.vector.length);
+          entry.index.add(batch);
+          after = batch.at(-1)!.seq;
+        }
+      })();
+      this.indexes.set(archiveId, entry);
+      loaded = entry;
+      try {
+        await entry.ready;
+      } catch (err) {
+        this.indexes.delete(archiveId);
+        throw err;
+      }
+    } else {
+      await loaded.ready;
+    }
+    return loaded.index;
+  }
+
+  /** Builds every index now (a server may do this at start so first searches are fast). */
+  async warm(archiveIds: string[]): Promise<void> {
+    for (const id of archiveIds) await this.loadIndex(id);
+  }
+
+  /**
+   * Hybrid search over some archives: each archive's vector index and the full-text index each
+   * propose candidates that pass the filters; reciprocal rank fusion orders their union.
+   */
+  async search(archiveIds: string[], q: ArchivalQuery): Promise<ArchivalHit[]> {
+    if (!Number.isInteger(q.topK) || q.topK < 1 || q.topK > ARCHIVAL_SEARCH_TOP_K_MAX) {
+      throw invalidField(["query", "top_k"], `must be an integer from 1 to ${ARCHIVAL_SEARCH_TOP_K_MAX}`);
+    }
+    if (archiveIds.length === 0) return [];
+    const archives = await Promise.all(archiveIds.map((id) => this.getArchive(id)));
+    const candidates = Math.max(HYBRID_CANDIDATES_MIN, q.topK * HYBRID_CANDIDATES_PER_RESULT);
+    const filter: IndexFilter = { tags: q.tags, tagMatch: q.tagMatch, startMs: q.startMs, endMs: q.endMs };
+
+    // Vector half: one query embedding per distinct model, then each archive's index.
+    const vectorHits: { seq: number; score: number }[] = [];
+    const queryVectors = new Map<string, Promise<Float32Array>>();
+    const metas = new Map<number, { created_at_ms: number; tags: string[] } | null>();
+    await Promise.all(
+      archives.map(async (archive) => {
+        const index = await this.loadIndex(archive.id);
+        if (index === null || index.size === 0) return;
+        const embedder = this.embedder(archive);
+        let vector = queryVectors.get(embedder.handle);
+        if (vector === undefined) {
+          vector = embedder.embed([q.query]).then((v) => v[0]!);
+          queryVectors.set(embedder.handle, vector);
+        }
+        const qv = await vector;
+        if (qv.length !== index.dimension) return; // a model changed under an archive: its text half still works
+        vectorHits.push(...index.search(qv, candidates, filter));
+      }),
+    );
+    vectorHits.sort((a, b) => b.score - a.score || a.seq - b.seq);
+
+    // Text half: the engine's full-text index, filtered like the vectors.
+    const textSeqs = (await this.tiers.searchPassagesText(archiveIds, q.query, candidates * 4)).map(
+      (r) => r.seq,
+    );
+    const passages = await this.tiers.getPassagesBySeq([
+      ...new Set([...vectorHits.map((h) => h.seq), ...textSeqs]),
+    ]);
+    for (const [seq, p] of passages) metas.set(seq, { created_at_ms: p.created_at_ms, tags: p.tags });
+    const textRanked = textSeqs.filter((seq) => {
+      const meta = metas.get(seq);
+      return meta != null && matchesFilter(meta, filter);
+    });
+
+    const fused = new Map<number, { score: number; vector_score: number | null; text_rank: number | null }>();
+    vectorHits.slice(0, candidates).forEach((hit, rank) => {
+      fused.set(hit.seq, { score: 1 / (RRF_K + rank + 1), vector_score: hit.score, text_rank: null });
+    });
+    textRanked.slice(0, candidates).forEach((seq, rank) => {
+      const entry = fused.get(seq) ?? { score: 0, vector_score: null, text_rank: null };
+      entry.score += 1 / (RRF_K + rank + 1);
+      entry.text_rank = rank + 1;
+      fused.set(seq, entry);
+    });
+    return [...fused.entries()]
+      .filter(([seq]) => passages.has(seq))
+      .sort((a, b) => b[1].score - a[1].score || a[0] - b[0])
+      .slice(0, q.topK)
+      .map(([seq, f]) => ({ passage: passages.get(seq)!, ...f }));
+  }
+}
