@@ -115,7 +115,9 @@ export const agentsRoutes: FastifyPluginAsync<{ services: Services }> = async (a
   );
 
   app.delete<{ Params: AgentParams }>("/:agent_id", async (req) => {
+    const owned = await services.archival.ownedArchiveIds(req.params.agent_id);
     await agents.delete(req.params.agent_id);
+    await services.archival.dropOrphans(owned);
     return {};
   });
 

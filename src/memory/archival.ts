@@ -132,6 +132,20 @@ export class ArchivalService {
     return archive;
   }
 
+  /** The archives an agent made for itself (deleted with it unless another agent uses them). */
+  async ownedArchiveIds(agentId: string): Promise<string[]> {
+    return (await this.tiers.listAgentArchives(agentId))
+      .filter((a) => a.owner_agent_id === agentId)
+      .map((a) => a.id);
+  }
+
+  /** Deletes those of the archives no agent is attached to any more. */
+  async dropOrphans(archiveIds: string[]): Promise<void> {
+    for (const id of archiveIds) {
+      if ((await this.tiers.listArchiveAgentIds(id)).length === 0) await this.deleteArchive(id);
+    }
+  }
+
   /** Ids of every archive whose passages the agent sees. */
   async agentArchiveIds(agentId: string): Promise<string[]> {
     if ((await this.env.storage.getAgent(agentId)) === null) throw notFound("agent", agentId);

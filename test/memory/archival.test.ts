@@ -119,6 +119,12 @@ function engineSuite(name: string, open: () => Promise<Storage>, reopen?: () => 
         );
         expect(badDate.status).toBe(422);
         expect((await t.req("GET", `/v1/agents/${agentId}/archival-memory?limit=100`)).body).toHaveLength(10);
+
+        // Deleting the agent deletes the archive it made for itself (no other agent uses it).
+        const own = (await t.req("GET", `/v1/archives/?agent_id=${agentId}`)).body;
+        expect(own).toHaveLength(1);
+        expect((await t.req("DELETE", `/v1/agents/${agentId}`)).status).toBe(200);
+        expect((await t.req("GET", `/v1/archives/${own[0].id}`)).status).toBe(404);
       } finally {
         await t.kelpie.close();
       }
