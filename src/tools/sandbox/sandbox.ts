@@ -3,7 +3,7 @@
 // operator opts in with KELPIE_SANDBOX_ALLOW_PROCESS=1 (logged loudly at start).
 import { runIsolate } from "./isolate.ts";
 import type { SandboxLevel, SandboxRequest, SandboxResult } from "./limits.ts";
-import { namespaceAvailable, runPython } from "./namespace.ts";
+import { closeSandboxPool, namespaceAvailable, runPython } from "./namespace.ts";
 
 export interface SandboxStatus {
   levels: SandboxLevel[];
@@ -39,5 +39,10 @@ export class Sandbox {
       stderr: [],
       level: "namespace",
     };
+  }
+
+  /** Kills the pre-started Python sandboxes; the server calls this when it closes. */
+  close(): Promise<void> {
+    return closeSandboxPool();
   }
 }
