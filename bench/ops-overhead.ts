@@ -4,9 +4,7 @@
 import { createServer } from "node:http";
 import { tracingFromEnv } from "../src/observability/tracing.ts";
 import { benchDir, percentileMs, round3 } from "./stats.ts";
-import { measureSteps } from "./step-overhead.ts";
-
-const ROUNDS_COUNT = 3;
+import { STEPS_COUNT, startStepper, WARMUP_COUNT } from "./step-overhead.ts";
 
 export async function run(): Promise<Record<string, unknown>> {
   const sink = createServer((req, res) => {
@@ -17,12 +15,12 @@ export async function run(): Promise<Record<string, unknown>> {
   const address = sink.address();
   const port = typeof address === "object" && address ? address.port : 0;
   const dir = benchDir();
-  const bare = await measureSteps(dir);
+  const bareStepper = await startStepper(dir);
   const tracing = tracingFromEnv(
     { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_BSP_SCHEDULE_DELAY: "200" },
     "bench",
   );
-  const full = await measureSteps(
+  const fullStepper = await startStepper(
     dir,
     {
       observability: { tracing },
@@ -30,10 +28,23 @@ export async function run(): Promise<Record<string, unknown>> {
     },
     { authorization: "Bearer bench-key" },
   );
+  // Alternate one bare step and one full step, so drift in the machine's load hits both alike.
+  const bare: number[] = [];
+  const full: number[] = [];
+  for (let i = 0; i < WARMUP_COUNT + STEPS_COUNT; i++) {
+    const b = await bareStepper.step();
+    const f = await fullStepper.step();
+    if (i >= WARMUP_COUNT) {
+      bare.push(b);
+      full.push(f);
+    }
+  }
+  await bareStepper.close();
+  await fullStepper.close();
   sink.close();
   const bareP50 = percentileMs(bare, 50);
   const fullP50 = percentileMs(full, 50);
-  console.log(`${bare.length} steps bare, ${full.length} with metrics + tracing + auth`);
+  console.log(`${bare.length} steps bare, ${full.length} with metrics + tracing + auth, interleaved`);
   return {
     bare_p50_ms: bareP50,
     p50_ms: fullP50,

@@ -12,8 +12,8 @@ import { instantLlm } from "./instant-llm.ts";
 import { startPlainServer } from "./primitive.ts";
 import { benchDir, nowMs, percentileMs, round3 } from "./stats.ts";
 
-const WARMUP_COUNT = 200;
-const STEPS_COUNT = 2_000;
+export const WARMUP_COUNT = 200;
+export const STEPS_COUNT = 2_000;
 
 async function timeRequests(url: string, body: () => string): Promise<number[]> {
   const samples: number[] = [];
@@ -31,12 +31,18 @@ async function timeRequests(url: string, body: () => string): Promise<number[]> 
   return samples;
 }
 
-/** Times one-step message requests against a Kelpie built with `options`; returns the samples. */
-export async function measureSteps(
+/** One Kelpie built with `options`, ready to time one-step message requests one at a time. */
+export interface Stepper {
+  /** Sends one message (a fresh agent every 20 keeps the history short); returns its time in ms. */
+  step(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export async function startStepper(
   dir: string,
   options: KelpieOptions = {},
   headers: Record<string, string> = {},
-): Promise<number[]> {
+): Promise<Stepper> {
   const storage = new SqliteStorage({ path: join(dir, `kelpie-${Math.random().toString(36).slice(2)}.db`) });
   await storage.migrate();
   const kelpie = await createKelpie(
@@ -50,33 +56,45 @@ export async function measureSteps(
       headers: { "content-type": "application/json", ...headers },
       body: JSON.stringify(body),
     });
-  // A fresh agent every 20 messages keeps the in-context history at a typical short length.
   let agentId = "";
   let sent = 0;
-  const newAgent = async () => {
-    const res = await post("/v1/agents/", {
-      model: "openai/gpt-4o-mini",
-      memory_blocks: [
-        { label: "persona", value: "I am a benchmark agent." },
-        { label: "human", value: "The user is a benchmark." },
-      ],
-    });
-    agentId = ((await res.json()) as { id: string }).id;
-  };
-  const samples: number[] = [];
-  for (let round = 0; round < (WARMUP_COUNT + STEPS_COUNT) / 20; round++) {
-    await newAgent();
-    for (let i = 0; i < 20; i++) {
+  return {
+    async step() {
+      if (sent % 20 === 0) {
+        const res = await post("/v1/agents/", {
+          model: "openai/gpt-4o-mini",
+          memory_blocks: [
+            { label: "persona", value: "I am a benchmark agent." },
+            { label: "human", value: "The user is a benchmark." },
+          ],
+        });
+        agentId = ((await res.json()) as { id: string }).id;
+      }
       const t0 = nowMs();
       const res = await post(`/v1/agents/${agentId}/messages`, {
         messages: [{ role: "user", content: `message ${sent++}` }],
       });
       if (!res.ok) throw new Error(`message failed: ${res.status} ${await res.text()}`);
       await res.arrayBuffer();
-      if (sent > WARMUP_COUNT) samples.push(nowMs() - t0);
-    }
+      return nowMs() - t0;
+    },
+    close: () => kelpie.close(),
+  };
+}
+
+/** Times one-step message requests against a Kelpie built with `options`; returns the samples. */
+export async function measureSteps(
+  dir: string,
+  options: KelpieOptions = {},
+  headers: Record<string, string> = {},
+): Promise<number[]> {
+  const stepper = await startStepper(dir, options, headers);
+  const samples: number[] = [];
+  for (let i = 0; i < WARMUP_COUNT + STEPS_COUNT; i++) {
+    const ms = await stepper.step();
+    if (i >= WARMUP_COUNT) samples.push(ms);
   }
-  await kelpie.close();
+  await stepper.close();
   return samples;
 }
 

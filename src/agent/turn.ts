@@ -493,10 +493,14 @@ export class TurnRunner {
     const startMs = env.clock.monotonicMs();
     let result: ChatResult;
     try {
-      result = await telemetry.span("llm.call", { model: llm.model, provider: llm.providerName }, () =>
-        request.streamTokens && request.onEvent
-          ? this.streamCall(llm.provider, chatRequest, request, assistantId, stepId, agent.agent_type)
-          : llm.provider.complete(chatRequest, request.signal),
+      result = await telemetry.span(
+        "llm.call",
+        { model: llm.model, provider: llm.providerName },
+        () =>
+          request.streamTokens && request.onEvent
+            ? this.streamCall(llm.provider, chatRequest, request, assistantId, stepId, agent.agent_type)
+            : llm.provider.complete(chatRequest, request.signal),
+        { leaf: true },
       );
     } catch (err) {
       telemetry.llmCall({

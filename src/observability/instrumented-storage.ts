@@ -15,8 +15,11 @@ export function instrumentStorage(
   const commit = async (mutations: Mutation[], options?: CommitOptions): Promise<void> => {
     const startMs = clock.monotonicMs();
     try {
-      await telemetry.span("storage.commit", { engine: storage.engine, mutations: mutations.length }, () =>
-        storage.commit(mutations, options),
+      await telemetry.span(
+        "storage.commit",
+        { engine: storage.engine, mutations: mutations.length },
+        () => storage.commit(mutations, options),
+        { leaf: true },
       );
       metrics.storageCommitsTotal.inc({ engine: storage.engine, outcome: "ok" });
     } catch (err) {

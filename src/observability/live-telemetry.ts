@@ -1,5 +1,5 @@
 // The real Telemetry: events become Prometheus metrics, spans become OpenTelemetry spans.
-import { SpanStatusCode, type Tracer } from "@opentelemetry/api";
+import { type Span, SpanStatusCode, type Tracer } from "@opentelemetry/api";
 import type { KelpieMetrics } from "./metrics.ts";
 import type { InvocationEvent, LlmCallEvent, Telemetry, ToolRunEvent } from "./telemetry.ts";
 
@@ -40,9 +40,10 @@ export class LiveTelemetry implements Telemetry {
     name: string,
     attributes: Record<string, string | number | boolean>,
     fn: () => Promise<T>,
+    options?: { leaf?: boolean },
   ): Promise<T> {
     if (this.tracer === null) return fn();
-    return this.tracer.startActiveSpan(name, { attributes }, async (span) => {
+    const run = async (span: Span): Promise<T> => {
       try {
         return await fn();
       } catch (err) {
@@ -52,6 +53,8 @@ export class LiveTelemetry implements Telemetry {
       } finally {
         span.end();
       }
-    });
+    };
+    if (options?.leaf === true) return run(this.tracer.startSpan(name, { attributes }));
+    return this.tracer.startActiveSpan(name, { attributes }, run);
   }
 }

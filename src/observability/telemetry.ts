@@ -31,11 +31,15 @@ export interface Telemetry {
   invocation(event: InvocationEvent): void;
   llmCall(event: LlmCallEvent): void;
   toolRun(event: ToolRunEvent): void;
-  /** Runs `fn` inside a span named `name` (a child of the current span, if any). */
+  /**
+   * Runs `fn` inside a span named `name` (a child of the current span, if any). A `leaf` span
+   * opens no context of its own (nothing inside it makes spans), which is cheaper.
+   */
   span<T>(
     name: string,
     attributes: Record<string, string | number | boolean>,
     fn: () => Promise<T>,
+    options?: { leaf?: boolean },
   ): Promise<T>;
 }
 
