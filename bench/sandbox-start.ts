@@ -1,5 +1,6 @@
 // Start + run of a trivial tool at each sandbox level (isolate, namespace; process when bubblewrap
-// is compared against a bare python3 spawn), and tool calls per second with 8 in flight.
+// is compared against a bare python3 spawn), and tool calls per second with 8 in flight. The
+// namespace level is timed for Python tools and, pooled, for a JavaScript tool under node.
 //
 // Python runs take a pre-started sandbox from the warm pool, which refills in the background as the
 // run starts (so the refill competes with the run for CPU, as it does in the server). The pooled
@@ -9,7 +10,7 @@
 import { spawn } from "node:child_process";
 import { runIsolate } from "../src/tools/sandbox/isolate.ts";
 import type { SandboxRequest } from "../src/tools/sandbox/limits.ts";
-import { closeSandboxPool, type RunPythonOptions, runPython } from "../src/tools/sandbox/namespace.ts";
+import { closeSandboxPool, runSandboxed, type SandboxRunOptions } from "../src/tools/sandbox/namespace.ts";
 import { nowMs, percentileMs, round3 } from "./stats.ts";
 
 const RUNS_COUNT = 100;
@@ -17,7 +18,7 @@ const IN_FLIGHT = 8;
 /** Time between one tool run's end and the next one's start: an agent's tool calls are at least a
  * model round trip apart, and 50 ms is shorter than any real one. Not part of the timed run. */
 const REQUEST_GAP_MS = 50;
-const POOL_DISABLED: RunPythonOptions = { poolSize: 0 };
+const POOL_DISABLED: SandboxRunOptions = { poolSize: 0 };
 
 const py: SandboxRequest = {
   language: "python",
@@ -42,19 +43,20 @@ async function time(fn: () => Promise<unknown>, gapMs = 0): Promise<number[]> {
   return samples;
 }
 
-/** Times Python runs at a level, from an empty pool warmed by one untimed run. */
-async function timePython(
+/** Times runs of a tool at a level, from an empty pool warmed by one untimed run. */
+async function timeSandboxed(
   level: "namespace" | "process",
   gapMs: number,
-  options: RunPythonOptions = {},
+  options: SandboxRunOptions = {},
+  request: SandboxRequest = py,
 ): Promise<number[]> {
   await closeSandboxPool();
-  const warm = await runPython(py, level, options);
-  if (warm.value !== "3") throw new Error(`${level} sandbox failed: ${warm.value}`);
+  const warm = await runSandboxed(request, level, options);
+  if (warm.value !== "3") throw new Error(`${request.language} ${level} sandbox failed: ${warm.value}`);
   await sleep(REQUEST_GAP_MS);
   return time(async () => {
-    const result = await runPython(py, level, options);
-    if (result.value !== "3") throw new Error(`${level} sandbox failed: ${result.value}`);
+    const result = await runSandboxed(request, level, options);
+    if (result.value !== "3") throw new Error(`${request.language} ${level} sandbox failed: ${result.value}`);
   }, gapMs);
 }
 
@@ -67,10 +69,11 @@ function barePython(): Promise<void> {
 
 export async function run(): Promise<Record<string, unknown>> {
   const isolate = await time(() => runIsolate(js));
-  const namespace = await timePython("namespace", REQUEST_GAP_MS);
-  const backToBack = await timePython("namespace", 0);
-  const cold = await timePython("namespace", 0, POOL_DISABLED);
-  const processLevel = await timePython("process", REQUEST_GAP_MS);
+  const namespace = await timeSandboxed("namespace", REQUEST_GAP_MS);
+  const backToBack = await timeSandboxed("namespace", 0);
+  const cold = await timeSandboxed("namespace", 0, POOL_DISABLED);
+  const processLevel = await timeSandboxed("process", REQUEST_GAP_MS);
+  const nodeNamespace = await timeSandboxed("namespace", REQUEST_GAP_MS, {}, js);
   await closeSandboxPool();
   const bare = await time(barePython);
   let done = 0;
@@ -79,7 +82,7 @@ export async function run(): Promise<Record<string, unknown>> {
     Array.from({ length: IN_FLIGHT }, async () => {
       while (done < RUNS_COUNT) {
         done++;
-        await runPython(py, "namespace");
+        await runSandboxed(py, "namespace");
       }
     }),
   );
@@ -100,6 +103,8 @@ export async function run(): Promise<Record<string, unknown>> {
     namespace_cold_p99_ms: percentileMs(cold, 99),
     process_p50_ms: percentileMs(processLevel, 50),
     process_p99_ms: percentileMs(processLevel, 99),
+    node_namespace_p50_ms: percentileMs(nodeNamespace, 50),
+    node_namespace_p99_ms: percentileMs(nodeNamespace, 99),
     limit_ms: limit,
     ratio: round3(percentileMs(namespace, 50) / limit),
     cold_ratio: round3(percentileMs(cold, 50) / limit),

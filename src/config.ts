@@ -1,5 +1,12 @@
 // Server configuration from the environment: one table, documented in the README.
 import { DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT } from "./core/constants.ts";
+import {
+  levelProblem,
+  SANDBOX_DEFAULT_ENV,
+  SANDBOX_DEFAULTS,
+  type SandboxDefaults,
+  type SandboxLevel,
+} from "./tools/sandbox/limits.ts";
 
 export interface ServerConfig {
   host: string;
@@ -13,6 +20,8 @@ export interface ServerConfig {
   corsOrigins: string[];
   metricsPublic: boolean;
   requestTimeoutMs: number;
+  /** Sandbox level per language for tools that ask for none (KELPIE_SANDBOX_JS, KELPIE_SANDBOX_PYTHON). */
+  sandboxDefaults: SandboxDefaults;
 }
 
 export const REQUEST_TIMEOUT_MS_DEFAULT = 600_000;
@@ -31,6 +40,16 @@ function list(raw: string | undefined): string[] {
     .split(",")
     .map((s) => s.trim())
     .filter((s) => s.length > 0);
+}
+
+function sandboxLevel(env: NodeJS.ProcessEnv, language: keyof SandboxDefaults): SandboxLevel {
+  const name = SANDBOX_DEFAULT_ENV[language];
+  const raw = env[name];
+  if (raw === undefined || raw === "") return SANDBOX_DEFAULTS[language];
+  const level = raw.trim().toLowerCase();
+  const problem = levelProblem(level, language);
+  if (problem !== null) throw new ConfigError(`${name} ${problem}`);
+  return level as SandboxLevel;
 }
 
 export class ConfigError extends Error {
@@ -65,6 +84,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ServerConfig {
     corsOrigins: list(env.KELPIE_CORS_ORIGINS),
     metricsPublic: env.KELPIE_METRICS_PUBLIC === "1" || env.KELPIE_METRICS_PUBLIC === "true",
     requestTimeoutMs: positiveNumber(env, "KELPIE_REQUEST_TIMEOUT_MS") ?? REQUEST_TIMEOUT_MS_DEFAULT,
+    sandboxDefaults: { javascript: sandboxLevel(env, "javascript"), python: sandboxLevel(env, "python") },
     host: env.KELPIE_HOST ?? DEFAULT_HOST,
     port,
     dataDir: env.KELPIE_DATA_DIR ?? DEFAULT_DATA_DIR,

@@ -34,8 +34,10 @@ import { McpConnections } from "./tools/mcp/connections.ts";
 import { McpService } from "./tools/mcp/service.ts";
 import { MemoryTierTools } from "./tools/memory-tier-tools.ts";
 import { MultiAgentTools } from "./tools/multi-agent.ts";
+import type { SandboxDefaults } from "./tools/sandbox/limits.ts";
 import { Sandbox } from "./tools/sandbox/sandbox.ts";
 import { ToolService } from "./tools/tool-service.ts";
+import { WebTools } from "./tools/web-tools.ts";
 
 export const KELPIE_VERSION = "0.1.0";
 
@@ -63,6 +65,10 @@ export interface KelpieOptions {
   requestTimeoutMs?: number;
   /** Allow the plain-process sandbox level (KELPIE_SANDBOX_ALLOW_PROCESS=1). */
   sandboxAllowProcess?: boolean;
+  /** Sandbox level per language for tools that ask for none (KELPIE_SANDBOX_JS, KELPIE_SANDBOX_PYTHON). */
+  sandboxDefaults?: SandboxDefaults;
+  /** Text embedders; defaults to the configured providers' (simulation gives a deterministic one). */
+  embedders?: Embedders;
 }
 
 export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): Promise<Kelpie> {
@@ -98,7 +104,7 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
   });
   runtimeRef = runtime;
   const toolRunners = new ToolRunners();
-  const embedders = new Embedders(llm);
+  const embedders = options.embedders ?? new Embedders(llm);
   const tools = new ToolService(env);
   await tools.ensureBuiltins();
   const agents = new AgentService(env, runtime, new HandleModelResolver(llm));
@@ -118,7 +124,10 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
     messages: new MessageService(env, runtime, turns),
     context: new ContextService(env, agents, llm),
     mcp: new McpService(env, new McpConnections(env.clock)),
-    customTools: new CustomTools(env, new Sandbox(options.sandboxAllowProcess ?? false)),
+    customTools: new CustomTools(
+      env,
+      new Sandbox(options.sandboxAllowProcess ?? false, options.sandboxDefaults),
+    ),
     blocks: new BlockService(env),
     archival: new ArchivalService(env, embedders),
     working: new WorkingMemoryService(env),
@@ -131,6 +140,7 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
   };
   new MultiAgentTools(services.messages, env.storage).register(toolRunners);
   new MemoryTierTools(services.archival, services.working, embedders).register(toolRunners);
+  new WebTools(process.env.EXA_API_KEY || undefined).register(toolRunners);
   toolRunners.registerType("external_mcp", services.mcp);
   toolRunners.registerType("custom", services.customTools);
   const app = buildApp(services, {

@@ -34,6 +34,7 @@ async function serve(): Promise<void> {
     },
     requestTimeoutMs: config.requestTimeoutMs,
     sandboxAllowProcess: process.env.KELPIE_SANDBOX_ALLOW_PROCESS === "1",
+    sandboxDefaults: config.sandboxDefaults,
   });
   const log = kelpie.app.log;
   let closing = false;
@@ -61,6 +62,8 @@ async function serve(): Promise<void> {
   }
   if (sandbox.processAllowed)
     log.warn("KELPIE_SANDBOX_ALLOW_PROCESS=1: tools may run as plain processes WITHOUT isolation");
+  // A default level this server cannot provide fails every tool that relies on it: say so now.
+  for (const problem of sandbox.problems) log.warn(`sandbox: ${problem}`);
   await kelpie.app.listen({ host: config.host, port: config.port });
   log.info(
     {

@@ -253,6 +253,44 @@ export const BUILTIN_TOOLS: readonly BuiltinTool[] = [
     },
     ["message", "other_agent_id"],
   ),
+  // Letta's built-in web tools (letta/functions/function_sets/builtin.py); letta-code asks for them.
+  tool(
+    "web_search",
+    "letta_builtin",
+    "Search the web using Exa's AI-powered search engine and retrieve relevant content.",
+    {
+      query: str("The search query to find relevant web content"),
+      num_results: int("Number of results to return (1-100)"),
+      category: {
+        type: "string",
+        enum: [
+          "company",
+          "research paper",
+          "news",
+          "pdf",
+          "github",
+          "tweet",
+          "personal site",
+          "linkedin profile",
+          "financial report",
+        ],
+        description: "Focus search on specific content types",
+      },
+      include_text: { type: "boolean", description: "Whether to retrieve full page content" },
+      include_domains: strArray("List of domains to include in search results"),
+      exclude_domains: strArray("List of domains to exclude from search results"),
+      start_published_date: str("Only return content published after this date (ISO format)"),
+      end_published_date: str("Only return content published before this date (ISO format)"),
+    },
+    ["query"],
+  ),
+  tool(
+    "fetch_webpage",
+    "letta_builtin",
+    "Fetch a webpage and convert it to markdown/text format.",
+    { url: str("The URL of the webpage to fetch and convert") },
+    ["url"],
+  ),
   // Kelpie's working memory: a per-agent key-value store between core blocks and archival memory.
   tool(
     "working_memory_set",

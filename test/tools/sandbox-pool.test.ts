@@ -7,7 +7,7 @@ import type { SandboxRequest } from "../../src/tools/sandbox/limits.ts";
 import {
   closeSandboxPool,
   namespaceAvailable,
-  runPython,
+  runSandboxed,
   SANDBOX_POOL_SIZE,
   SANDBOX_UID_BASE,
   SANDBOX_UID_COUNT,
@@ -103,16 +103,16 @@ def probe() -> list:
         os.listdir("/work"),
     ]
 `);
-    await runPython(reader, "namespace"); // the first run starts cold and fills the pool
+    await runSandboxed(reader, "namespace"); // the first run starts cold and fills the pool
     await refilled();
     expect(sandboxPoolIdleCount("namespace")).toBe(SANDBOX_POOL_SIZE);
     // Several rounds, so refilled sandboxes are used as well as the first ones.
     for (let round = 0; round < 3; round++) {
       expect(sandboxPoolIdleCount("namespace")).toBeGreaterThan(0); // the next run is a pooled one
-      expect(await runPython(writer, "namespace")).toMatchObject({ ok: true, value: "wrote" });
+      expect(await runSandboxed(writer, "namespace")).toMatchObject({ ok: true, value: "wrote" });
       await refilled();
       expect(sandboxPoolIdleCount("namespace")).toBeGreaterThan(0);
-      const seen = await runPython(reader, "namespace");
+      const seen = await runSandboxed(reader, "namespace");
       expect(seen.ok).toBe(true);
       expect(JSON.parse(seen.value)).toEqual(["absent", "absent", false, "absent", false, false, []]);
       await refilled();
@@ -122,19 +122,19 @@ def probe() -> list:
   it("passes the tool's env vars to its own run only, at both levels", async () => {
     const env = tool('import os\n\ndef probe() -> str:\n    return os.environ.get("API_TOKEN", "none")\n');
     for (const level of ["namespace", "process"] as const) {
-      expect((await runPython({ ...env, env: { API_TOKEN: "t0ken" } }, level)).value).toBe("t0ken");
+      expect((await runSandboxed({ ...env, env: { API_TOKEN: "t0ken" } }, level)).value).toBe("t0ken");
       await refilled();
-      expect((await runPython(env, level)).value).toBe("none");
+      expect((await runSandboxed(env, level)).value).toBe("none");
     }
   });
 
   it("starts every run cold with pool size 0, and rejects a pool size out of range", async () => {
     const add = tool("def probe() -> int:\n    return 1 + 2\n");
-    expect(await runPython(add, "namespace", { poolSize: 0 })).toMatchObject({ ok: true, value: "3" });
+    expect(await runSandboxed(add, "namespace", { poolSize: 0 })).toMatchObject({ ok: true, value: "3" });
     await refilled();
     expect(sandboxPoolIdleCount("namespace")).toBe(0);
-    expect(() => runPython(add, "namespace", { poolSize: -1 })).toThrow(/pool size/);
-    expect(() => runPython(add, "namespace", { poolSize: 1.5 })).toThrow(/pool size/);
+    expect(() => runSandboxed(add, "namespace", { poolSize: -1 })).toThrow(/pool size/);
+    expect(() => runSandboxed(add, "namespace", { poolSize: 1.5 })).toThrow(/pool size/);
   });
 
   it.skipIf(!RUNNING_AS_ROOT)("runs each live sandbox as its own unprivileged uid when root", async () => {
@@ -143,7 +143,7 @@ def probe() -> list:
     );
     const results = await Promise.all(
       ["namespace", "namespace", "namespace", "process", "process"].map((level) =>
-        runPython(ids, level as "namespace" | "process"),
+        runSandboxed(ids, level as "namespace" | "process"),
       ),
     );
     const seen = results.map((r) => JSON.parse(r.value) as [number, number, number[]]);
@@ -163,7 +163,7 @@ def probe() -> list:
     );
     for (const level of ["namespace", "process"] as const) {
       const started = performance.now();
-      expect(await runPython(leaver, level)).toMatchObject({ ok: true, value: "left" });
+      expect(await runSandboxed(leaver, level)).toMatchObject({ ok: true, value: "left" });
       expect(performance.now() - started).toBeLessThan(FORK_BOMB_MS_MAX);
     }
     await closeSandboxPool();
@@ -176,11 +176,11 @@ def probe() -> list:
     );
     for (const level of ["namespace", "process"] as const) {
       const started = performance.now();
-      const result = await runPython(bomb, level);
+      const result = await runSandboxed(bomb, level);
       expect(performance.now() - started).toBeLessThan(FORK_BOMB_MS_MAX);
       expect(result.ok).toBe(false);
       expect(result.value).not.toBe("FORKED");
-      const after = await runPython(tool("def probe() -> str:\n    return 'ok'\n"), level);
+      const after = await runSandboxed(tool("def probe() -> str:\n    return 'ok'\n"), level);
       expect(after).toMatchObject({ ok: true, value: "ok" });
     }
     await refilled();

@@ -6,7 +6,7 @@ import { invalidField, KelpieError, notFound } from "../../core/errors.ts";
 import { newId } from "../../core/ids.ts";
 import type { ToolRecord } from "../../storage/types.ts";
 import { builtinTool, FUNCTION_RETURN_CHARS_MAX } from "../builtins.ts";
-import type { SandboxResult } from "../sandbox/limits.ts";
+import { levelProblem, type SandboxLevel, type SandboxResult } from "../sandbox/limits.ts";
 import type { Sandbox } from "../sandbox/sandbox.ts";
 import { jsSchema } from "./js-schema.ts";
 import { type DerivedSchema, pythonSchema } from "./python-schema.ts";
@@ -40,6 +40,28 @@ function sourceTypeOf(value: unknown): SourceType {
 export function deriveSchema(source: string, type: SourceType): DerivedSchema {
   return type === "python" ? pythonSchema(source) : jsSchema(source);
 }
+
+/** The sandbox level a tool asks for in its metadata (`{"sandbox": "namespace"}`), undefined when none;
+ * a level that is unknown or wrong for the language is a 422 naming the field at `loc`. */
+function requestedLevel(
+  metadata: Record<string, unknown>,
+  type: SourceType,
+  loc: (string | number)[],
+): SandboxLevel | undefined {
+  const requested = metadata.sandbox;
+  if (requested === undefined || requested === null) return undefined;
+  const problem = levelProblem(requested, type);
+  if (problem !== null) throw invalidField(loc, problem);
+  return requested as SandboxLevel;
+}
+
+function metadataOf(value: unknown, loc: (string | number)[]): Record<string, unknown> {
+  if (value === undefined || value === null) return {};
+  if (typeof value !== "object" || Array.isArray(value)) throw invalidField(loc, "must be an object");
+  return value as Record<string, unknown>;
+}
+
+const METADATA_SANDBOX_LOC = ["body", "metadata_", "sandbox"];
 
 function envList(value: unknown): Record<string, string> {
   if (!Array.isArray(value)) return {};
@@ -82,6 +104,11 @@ export class CustomTools implements ToolRunner {
     if (typeof limit !== "number" || !Number.isInteger(limit) || limit < 1) {
       throw invalidField(["body", "return_char_limit"], "must be a positive integer");
     }
+    const metadata =
+      input.metadata_ === undefined || input.metadata_ === null
+        ? (existing?.metadata ?? {})
+        : metadataOf(input.metadata_, ["body", "metadata_"]);
+    requestedLevel(metadata, type, METADATA_SANDBOX_LOC);
     const nowMs = this.env.clock.nowMs();
     return {
       id: existing?.id ?? newId("tool", this.env.rng),
@@ -108,7 +135,7 @@ export class CustomTools implements ToolRunner {
           ? input.default_requires_approval
           : (existing?.default_requires_approval ?? null),
       enable_parallel_execution: false,
-      metadata: (input.metadata_ as Record<string, unknown> | undefined) ?? existing?.metadata ?? {},
+      metadata,
       created_at_ms: existing?.created_at_ms ?? nowMs,
       updated_at_ms: nowMs,
     };
@@ -146,7 +173,7 @@ export class CustomTools implements ToolRunner {
     await this.env.storage.commit([{ op: "delete_tool", tool_id: toolId }]);
   }
 
-  /** Runs source with args without saving it (POST /v1/tools/run). */
+  /** Runs source with args without saving it (POST /v1/tools/run); `metadata_.sandbox` picks the level. */
   async runSource(input: ToolInput & { args?: unknown; env_vars?: unknown }): Promise<SandboxResult> {
     const type = sourceTypeOf(input.source_type);
     if (typeof input.source_code !== "string")
@@ -157,6 +184,7 @@ export class CustomTools implements ToolRunner {
       throw invalidField(["body", "args"], "must be an object");
     const env =
       input.env_vars && typeof input.env_vars === "object" ? (input.env_vars as Record<string, string>) : {};
+    const metadata = metadataOf(input.metadata_, ["body", "metadata_"]);
     return this.sandbox.run({
       language: type,
       source: input.source_code,
@@ -164,6 +192,7 @@ export class CustomTools implements ToolRunner {
       args,
       parameterNames: Object.keys(schema.parameters.properties),
       env,
+      level: requestedLevel(metadata, type, METADATA_SANDBOX_LOC),
     });
   }
 
@@ -174,19 +203,23 @@ export class CustomTools implements ToolRunner {
     agentId: string | undefined,
   ): Promise<SandboxResult> {
     const schema = (tool.json_schema ?? {}) as Partial<DerivedSchema>;
-    const derived = deriveSchema(tool.source_code ?? "", sourceTypeOf(tool.source_type));
+    const language = sourceTypeOf(tool.source_type);
+    const derived = deriveSchema(tool.source_code ?? "", language);
+    // Validated when stored; a row from before that check still gets a clear error, not a default.
+    const level = requestedLevel(tool.metadata, language, ["tool", "metadata_", "sandbox"]);
     let env: Record<string, string> = {};
     if (agentId !== undefined) {
       const agent = await this.env.storage.getAgent(agentId);
       env = { ...envList(agent?.extra.tool_exec_environment_variables), ...envList(agent?.extra.secrets) };
     }
     return this.sandbox.run({
-      language: sourceTypeOf(tool.source_type),
+      language,
       source: tool.source_code ?? "",
       functionName: derived.name,
       args,
       parameterNames: Object.keys(schema.parameters?.properties ?? derived.parameters.properties),
       env,
+      level,
     });
   }
 

@@ -1,20 +1,13 @@
 // JavaScript and TypeScript tools in a V8 isolate (isolated-vm): its own heap with a memory limit,
 // a CPU-time limit, and no Node APIs at all — no file system, network or process.
 import ivm from "isolated-vm";
+import { toScript } from "./compile.ts";
 import {
   ISOLATE_MEMORY_MB_MAX,
   ISOLATE_TIMEOUT_MS,
   type SandboxRequest,
   type SandboxResult,
 } from "./limits.ts";
-
-async function toJavaScript(request: SandboxRequest): Promise<string> {
-  if (request.language !== "typescript") return request.source;
-  const esbuild = await import("esbuild");
-  return esbuild
-    .transformSync(request.source, { loader: "ts", format: "esm" })
-    .code.replace(/^export\s+/gm, "");
-}
 
 export async function runIsolate(request: SandboxRequest): Promise<SandboxResult> {
   const isolate = new ivm.Isolate({ memoryLimit: ISOLATE_MEMORY_MB_MAX });
@@ -25,7 +18,7 @@ export async function runIsolate(request: SandboxRequest): Promise<SandboxResult
       "__log",
       new ivm.Callback((...parts: unknown[]) => void logs.push(parts.map(String).join(" "))),
     );
-    const source = (await toJavaScript(request)).replace(/^export\s+/gm, "");
+    const source = await toScript(request.language, request.source);
     const argsJson = JSON.stringify(request.parameterNames.map((name) => request.args[name]));
     const code = `const console = { log: (...a) => __log(...a), error: (...a) => __log(...a) };
 ${source}

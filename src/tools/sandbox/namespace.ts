@@ -1,10 +1,12 @@
-// Python tools under bubblewrap: no network (own network namespace), own PID namespace, a
-// read-only /usr and nothing else of the host (no /etc, no data dir), a private tmpfs work dir,
-// rlimits (address space, CPU, processes, file size) and a wall-clock timeout. The `process` level
-// is the same run without bubblewrap, for operators who opt in.
+// Python tools (system python3) and JavaScript/TypeScript tools (system node) under bubblewrap: no
+// network (own network namespace), own PID namespace, a read-only /usr and nothing else of the host
+// (no /etc, no data dir), a private tmpfs work dir, rlimits (address space, CPU, processes, file
+// size) and a wall-clock timeout. The `process` level is the same run without bubblewrap, for
+// operators who opt in. One implementation serves both interpreters: a RuntimeSpec says what differs
+// (binary, wrapper, address-space limit, how the request is built).
 //
-// Sandboxes are started ahead of need: a small warm pool per level holds sandboxes whose python3
-// has already started and imported the wrapper's modules, blocked reading its request on stdin.
+// Sandboxes are started ahead of need: a small warm pool per interpreter and level holds sandboxes
+// whose interpreter has already started and loaded its wrapper, blocked reading its request on stdin.
 // A run takes one (or starts one cold when the pool is empty) and the pool is refilled in the
 // background. Each sandbox serves exactly one run, so nothing (files, interpreter state, env)
 // carries over from one run to the next.
@@ -13,21 +15,28 @@
 // per live sandbox: the kernel never enforces RLIMIT_NPROC for root, and a per-sandbox uid makes
 // the process limit count only that sandbox's own processes.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { existsSync, realpathSync } from "node:fs";
+import { constants as osConstants } from "node:os";
 import { assert } from "../../core/assert.ts";
+import { toScript } from "./compile.ts";
 import {
+  NODE_ADDRESS_SPACE_BYTES_MAX,
+  NODE_HEAP_MB_MAX,
   SANDBOX_CPU_SECONDS_MAX,
   SANDBOX_FILE_BYTES_MAX,
   SANDBOX_MEMORY_BYTES_MAX,
   SANDBOX_OUTPUT_BYTES_MAX,
   SANDBOX_PROCESSES_MAX,
   SANDBOX_WALL_TIMEOUT_MS,
+  type SandboxLanguage,
   type SandboxRequest,
   type SandboxResult,
 } from "./limits.ts";
 
-/** Idle pre-started sandboxes kept per level; a run finds one ready instead of starting one. */
+/** Idle pre-started sandboxes kept per interpreter and level; a run finds one ready instead of starting one. */
 export const SANDBOX_POOL_SIZE = 2;
-/** Upper bound on a configured pool size: each idle sandbox holds a python3 (~10 MB) and a uid. */
+/** Upper bound on a configured pool size: each idle sandbox holds an interpreter (python3 ~10 MB,
+ * node ~40 MB) and a uid. */
 export const SANDBOX_POOL_SIZE_MAX = 16;
 /** First uid of the range sandboxes run as when the server is root; no host account may use it. */
 export const SANDBOX_UID_BASE = 200_000;
@@ -39,11 +48,17 @@ const PROBE_TIMEOUT_MS = 5_000;
 const STDERR_TAIL_CHARS = 2_000;
 
 const PYTHON = "/usr/bin/python3";
+/** Where node is looked for, in order. Only a binary whose real path is under /usr is reachable: /usr
+ * is the one host directory the sandbox binds. */
+const NODE_CANDIDATES = [process.execPath, "/usr/bin/node", "/usr/local/bin/node"];
+const SANDBOX_HOST_DIR = "/usr/";
 const BWRAP = "/usr/bin/bwrap";
 const PRLIMIT = "/usr/bin/prlimit";
 const KILL = "/usr/bin/kill";
 
 const RESULT_MARKER = "\n__KELPIE_RESULT__";
+/** What the JS schema deriver accepts as a function name; the Node wrapper evaluates it as code. */
+const JS_IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
 
 // Imports first, so a pooled sandbox pays for them while idle; then blocks until its one request
 // arrives. Runs the tool's function with JSON arguments and the tool's env vars (a pre-started
@@ -71,16 +86,150 @@ sys.__stdout__.write("${RESULT_MARKER.replace("\n", "\\n")}" + json.dumps(result
 sys.__stdout__.flush()
 `;
 
-export type PythonLevel = "namespace" | "process";
+// The same protocol for node. The wrapper's own names live in a closure, so the tool's top-level
+// declarations (evaluated as a global script, as in the isolate) cannot collide with them; the tool
+// may require() Node's modules. Arguments come by position (JS has no keyword arguments). The result
+// is one line: JSON.stringify escapes newlines.
+const NODE_WRAPPER = String.raw`"use strict";
+(() => {
+  const vm = require("node:vm");
+  const { format } = require("node:util");
+  const chunks = [];
+  process.stdin.on("data", (chunk) => chunks.push(chunk));
+  process.stdin.once("end", async () => {
+    const req = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+    Object.assign(process.env, req.env);
+    const out = [];
+    const err = [];
+    const sink = (lines) => (...parts) => void lines.push(format(...parts) + "\n");
+    for (const name of ["log", "info", "debug"]) console[name] = sink(out);
+    for (const name of ["error", "warn"]) console[name] = sink(err);
+    let result;
+    try {
+      vm.runInThisContext(req.source, { filename: "<tool>" });
+      const value = await vm.runInThisContext(req.function)(...req.args);
+      result = { ok: true, value: typeof value === "string" ? value : String(JSON.stringify(value)) };
+    } catch (e) {
+      const message = e instanceof Error ? e.name + ": " + e.message : "Thrown: " + String(e);
+      const memory = e instanceof RangeError && /allocation failed/i.test(e.message);
+      result = { ok: false, value: memory ? message + " (the tool exceeded its memory limit)" : message };
+    }
+    result.stdout = out.join("");
+    result.stderr = err.join("");
+    process.stdout.write(${JSON.stringify(RESULT_MARKER)} + JSON.stringify(result) + "\n");
+  });
+})();
+`;
 
-export interface RunPythonOptions {
-  /** Idle sandboxes to keep for this level (default SANDBOX_POOL_SIZE); 0 starts every run cold. */
+export type ProcessLevel = "namespace" | "process";
+/** The interpreter a tool runs under: python3 for Python, node for JavaScript and TypeScript. */
+export type SandboxRuntime = "python" | "node";
+
+export interface SandboxRunOptions {
+  /** Idle sandboxes to keep for this interpreter and level (default SANDBOX_POOL_SIZE); 0 starts every run cold. */
   poolSize?: number;
+}
+
+/** What differs between the interpreters; everything else (spawn, limits, pool, protocol) is shared. */
+interface RuntimeSpec {
+  readonly name: string;
+  /** The interpreter's path, or why there is none. */
+  binary(): string | { missing: string };
+  /** The interpreter's arguments: flags, then the wrapper. */
+  readonly args: readonly string[];
+  /** RLIMIT_AS for the sandbox's processes. */
+  readonly addressSpaceBytes: number;
+  /** The memory limit as an error message names it. */
+  readonly memoryLimit: string;
+  /** The wrapper's request (JSON) for a run, or why the tool cannot run. */
+  request(request: SandboxRequest): Promise<string>;
+  /** A request whose run returns "ok": the start-up check runs it as a real run would. */
+  readonly probeRequest: string;
+}
+
+const PYTHON_SPEC: RuntimeSpec = {
+  name: "python3",
+  binary: () => PYTHON,
+  args: ["-I", "-c", PY_WRAPPER],
+  addressSpaceBytes: SANDBOX_MEMORY_BYTES_MAX,
+  memoryLimit: `${SANDBOX_MEMORY_BYTES_MAX} bytes of memory`,
+  request: async (request) =>
+    JSON.stringify({
+      source: request.source,
+      function: request.functionName,
+      args: request.args,
+      env: request.env,
+    }),
+  probeRequest: JSON.stringify({
+    source: "def probe():\n    return 'ok'\n",
+    function: "probe",
+    args: {},
+    env: {},
+  }),
+};
+
+let nodeFound: string | { missing: string } | undefined;
+
+/** The system node, found once: the server's own binary when it lives under /usr, else the usual places. */
+function nodeBinary(): string | { missing: string } {
+  if (nodeFound !== undefined) return nodeFound;
+  const outside: string[] = [];
+  for (const candidate of NODE_CANDIDATES) {
+    let real: string;
+    try {
+      real = realpathSync(candidate); // a symlink may lead out of /usr (e.g. /etc/alternatives)
+    } catch {
+      continue;
+    }
+    if (real.startsWith(SANDBOX_HOST_DIR)) {
+      nodeFound = real;
+      return real;
+    }
+    outside.push(real);
+  }
+  nodeFound = {
+    missing:
+      `no node binary under ${SANDBOX_HOST_DIR}, the only host directory the sandbox binds (looked at ` +
+      `${NODE_CANDIDATES.join(", ")}${outside.length > 0 ? `; found only ${outside.join(", ")}` : ""}): ` +
+      "install the system Node.js (apt-get install nodejs)",
+  };
+  return nodeFound;
+}
+
+const NODE_SPEC: RuntimeSpec = {
+  name: "node",
+  binary: nodeBinary,
+  // The heap limit makes V8 fail at the tool's memory budget, well inside the address-space limit.
+  args: [`--max-old-space-size=${NODE_HEAP_MB_MAX}`, "-e", NODE_WRAPPER],
+  addressSpaceBytes: NODE_ADDRESS_SPACE_BYTES_MAX,
+  memoryLimit: `${NODE_HEAP_MB_MAX} MiB of JavaScript heap (${NODE_ADDRESS_SPACE_BYTES_MAX} bytes of address space)`,
+  request: async (request) => {
+    assert(JS_IDENTIFIER.test(request.functionName), `not a JS function name: ${request.functionName}`);
+    return JSON.stringify({
+      source: await toScript(request.language, request.source),
+      function: request.functionName,
+      args: request.parameterNames.map((name) => request.args[name]),
+      env: request.env,
+    });
+  },
+  probeRequest: JSON.stringify({
+    source: "function probe() { return 'ok'; }",
+    function: "probe",
+    args: [],
+    env: {},
+  }),
+};
+
+const RUNTIMES: Record<SandboxRuntime, RuntimeSpec> = { python: PYTHON_SPEC, node: NODE_SPEC };
+
+export function runtimeOf(language: SandboxLanguage): SandboxRuntime {
+  return language === "python" ? "python" : "node";
 }
 
 /** One pre-started sandbox. It serves one run at most, then dies. */
 interface Member {
-  readonly level: PythonLevel;
+  readonly runtime: SandboxRuntime;
+  readonly level: ProcessLevel;
   readonly child: ChildProcess;
   /** The uid it runs as when the server is root; undefined otherwise. */
   readonly uid: number | undefined;
@@ -89,7 +238,10 @@ interface Member {
 
 const RUNNING_AS_ROOT = process.getuid?.() === 0;
 
-const pools: Record<PythonLevel, Member[]> = { namespace: [], process: [] };
+const pools: Record<SandboxRuntime, Record<ProcessLevel, Member[]>> = {
+  python: { namespace: [], process: [] },
+  node: { namespace: [], process: [] },
+};
 /** Bumped by closeSandboxPool so a refill scheduled before the close does not start new members. */
 let poolGeneration = 0;
 
@@ -111,7 +263,7 @@ function uidAcquire(): number | null {
 }
 
 /** Frees a uid once nothing runs as it any more, so the next holder's process count starts at zero. */
-function uidRelease(uid: number, level: PythonLevel): void {
+function uidRelease(uid: number, level: ProcessLevel): void {
   assert(uidsInUse.has(uid), `sandbox uid ${uid} released twice`);
   // Inside bubblewrap the PID namespace died with the sandbox. The process level has none, so
   // whatever the tool left running (even in its own session) is killed as that uid: kill -1.
@@ -135,29 +287,65 @@ function uidOptions(uid: number | undefined): { uid?: number; gid?: number } {
   return uid === undefined ? {} : { uid, gid: uid };
 }
 
-let bwrapChecked: boolean | undefined;
+/** Per interpreter and level: null when tools can run there, else why not. Checked once. */
+const probes = new Map<string, string | null>();
+
+/** Why `runtime` cannot run tools at `level` on this server, or null when it can. The first call for
+ * each pair runs a trivial tool exactly as a run would (same binary, limits, uid and wrapper). */
+export function sandboxProblem(runtime: SandboxRuntime, level: ProcessLevel): string | null {
+  const key = `${runtime}:${level}`;
+  const known = probes.get(key);
+  if (known !== undefined) return known;
+  const spec = RUNTIMES[runtime];
+  if (level === "namespace" && !existsSync(BWRAP)) {
+    return cacheProbe(
+      key,
+      `bubblewrap (${BWRAP}) is not available on this server: install it (apt-get install bubblewrap)`,
+    );
+  }
+  const binary = spec.binary();
+  if (typeof binary !== "string") return cacheProbe(key, binary.missing);
+  const uid = RUNNING_AS_ROOT ? uidAcquire() : undefined;
+  // Every uid busy: cannot check now; ask again later rather than remember a passing state.
+  if (uid === null) return `all ${SANDBOX_UID_COUNT} sandbox uids are in use`;
+  const command = sandboxCommand(spec, binary, level);
+  const probe = spawnSync(command[0]!, command.slice(1), {
+    input: spec.probeRequest,
+    encoding: "utf8",
+    timeout: PROBE_TIMEOUT_MS,
+    env: sandboxEnv(level),
+    cwd: "/tmp",
+    ...uidOptions(uid),
+  });
+  if (uid !== undefined) uidRelease(uid, level);
+  const stdout = probe.stdout ?? "";
+  const at = stdout.indexOf(RESULT_MARKER);
+  if (probe.error === undefined && at >= 0) {
+    const line = stdout.slice(at + RESULT_MARKER.length).split("\n", 1)[0] ?? "";
+    const result = parseResult(line, level);
+    if (result.ok && result.value === "ok") return cacheProbe(key, null);
+  }
+  const how = probe.error?.message ?? (probe.signal ? `killed by ${probe.signal}` : `exit ${probe.status}`);
+  return cacheProbe(
+    key,
+    `${spec.name} (${binary}) could not run a trivial tool in the ${level} sandbox (${how}): ${tail(probe.stderr ?? "")}`.trim(),
+  );
+}
+
+function cacheProbe(key: string, problem: string | null): string | null {
+  probes.set(key, problem);
+  return problem;
+}
 
 /** Whether bubblewrap is installed and can run a sandboxed python3 here, as a run would. */
 export function namespaceAvailable(): boolean {
-  if (bwrapChecked === undefined) {
-    const uid = RUNNING_AS_ROOT ? uidAcquire() : undefined;
-    if (uid === null) return false; // every uid busy: cannot probe now, ask again later
-    const probe = spawnSync(BWRAP, [...bwrapArgs(), ...limitsPrefix(), PYTHON, "-I", "-c", "pass"], {
-      timeout: PROBE_TIMEOUT_MS,
-      env: {},
-      cwd: "/tmp",
-      ...uidOptions(uid),
-    });
-    if (uid !== undefined) uidRelease(uid, "namespace");
-    bwrapChecked = probe.status === 0;
-  }
-  return bwrapChecked;
+  return sandboxProblem("python", "namespace") === null;
 }
 
-function limitsPrefix(): string[] {
+function limitsPrefix(spec: RuntimeSpec): string[] {
   return [
     PRLIMIT,
-    `--as=${SANDBOX_MEMORY_BYTES_MAX}`,
+    `--as=${spec.addressSpaceBytes}`,
     `--cpu=${SANDBOX_CPU_SECONDS_MAX}`,
     `--nproc=${SANDBOX_PROCESSES_MAX}`,
     `--fsize=${SANDBOX_FILE_BYTES_MAX}`,
@@ -203,27 +391,36 @@ function bwrapArgs(): string[] {
   ];
 }
 
+function sandboxCommand(spec: RuntimeSpec, binary: string, level: ProcessLevel): string[] {
+  const run = [...limitsPrefix(spec), binary, ...spec.args];
+  return level === "namespace" ? [BWRAP, ...bwrapArgs(), ...run] : run;
+}
+
+/** Bubblewrap sets the sandbox's env itself (--clearenv); a plain process gets only these. */
+function sandboxEnv(level: ProcessLevel): Record<string, string> {
+  return level === "process" ? { PATH: "/usr/bin:/bin", HOME: "/tmp" } : {};
+}
+
 /** Starts one sandbox, blocked on its request; a string says why it could not start. */
-function memberStart(level: PythonLevel): Member | string {
+function memberStart(runtime: SandboxRuntime, level: ProcessLevel): Member | string {
+  const spec = RUNTIMES[runtime];
+  const binary = spec.binary();
+  if (typeof binary !== "string") return `Could not start the ${level} sandbox: ${binary.missing}`;
   let uid: number | undefined;
   if (RUNNING_AS_ROOT) {
     const acquired = uidAcquire();
     if (acquired === null) {
-      return `Too many Python tools at once: all ${SANDBOX_UID_COUNT} sandbox uids (from ${SANDBOX_UID_BASE}) are in use.`;
+      return `Too many sandboxed tools at once: all ${SANDBOX_UID_COUNT} sandbox uids (from ${SANDBOX_UID_BASE}) are in use.`;
     }
     uid = acquired;
   }
-  const python = [PYTHON, "-I", "-c", PY_WRAPPER];
-  const command =
-    level === "namespace"
-      ? [BWRAP, ...bwrapArgs(), ...limitsPrefix(), ...python]
-      : [...limitsPrefix(), ...python];
+  const command = sandboxCommand(spec, binary, level);
   let child: ChildProcess;
   try {
     child = spawn(command[0]!, command.slice(1), {
       stdio: ["pipe", "pipe", "pipe"],
       detached: true, // its own process group, killed as one
-      env: level === "process" ? { PATH: "/usr/bin:/bin", HOME: "/tmp" } : {},
+      env: sandboxEnv(level),
       cwd: "/tmp",
       ...uidOptions(uid),
     });
@@ -231,7 +428,7 @@ function memberStart(level: PythonLevel): Member | string {
     if (uid !== undefined) uidRelease(uid, level);
     return `Could not start the ${level} sandbox: ${err instanceof Error ? err.message : String(err)}`;
   }
-  const member: Member = { level, child, uid, exited: false };
+  const member: Member = { runtime, level, child, uid, exited: false };
   // A sandbox that died before or while taking its request is reported through the run's 'close'.
   child.stdin!.on("error", () => {});
   child.on("error", () => {});
@@ -240,7 +437,7 @@ function memberStart(level: PythonLevel): Member | string {
   const gone = () => {
     if (member.exited) return;
     member.exited = true;
-    const pool = pools[level];
+    const pool = pools[runtime][level];
     const index = pool.indexOf(member);
     if (index >= 0) pool.splice(index, 1);
     if (uid !== undefined) uidRelease(uid, level);
@@ -278,8 +475,8 @@ function memberKill(member: Member): void {
   } catch {}
 }
 
-function poolTake(level: PythonLevel): Member | undefined {
-  const pool = pools[level];
+function poolTake(runtime: SandboxRuntime, level: ProcessLevel): Member | undefined {
+  const pool = pools[runtime][level];
   while (pool.length > 0) {
     const member = pool.shift()!;
     if (!member.exited && member.child.exitCode === null && member.child.signalCode === null) return member;
@@ -287,11 +484,11 @@ function poolTake(level: PythonLevel): Member | undefined {
   return undefined;
 }
 
-function poolRefill(level: PythonLevel, size: number, generation: number): void {
+function poolRefill(runtime: SandboxRuntime, level: ProcessLevel, size: number, generation: number): void {
   if (generation !== poolGeneration) return; // closed since this refill was scheduled
-  const pool = pools[level];
+  const pool = pools[runtime][level];
   while (pool.length < size) {
-    const member = memberStart(level);
+    const member = memberStart(runtime, level);
     if (typeof member === "string") return; // the next run starts cold and reports why
     memberRef(member, false);
     pool.push(member);
@@ -299,14 +496,17 @@ function poolRefill(level: PythonLevel, size: number, generation: number): void 
 }
 
 /** How many pre-started sandboxes wait idle for a run at this level (tests and benchmarks). */
-export function sandboxPoolIdleCount(level: PythonLevel): number {
-  return pools[level].filter((member) => !member.exited).length;
+export function sandboxPoolIdleCount(level: ProcessLevel, runtime: SandboxRuntime = "python"): number {
+  return pools[runtime][level].filter((member) => !member.exited).length;
 }
 
 /** Kills every idle pooled sandbox; resolves once they are gone. Runs in flight finish on their own. */
 export function closeSandboxPool(): Promise<void> {
   poolGeneration++;
-  const idle = [...pools.namespace.splice(0), ...pools.process.splice(0)];
+  const idle = Object.values(pools).flatMap((byLevel) => [
+    ...byLevel.namespace.splice(0),
+    ...byLevel.process.splice(0),
+  ]);
   return Promise.all(
     idle.map(
       (member) =>
@@ -320,32 +520,63 @@ export function closeSandboxPool(): Promise<void> {
   ).then(() => undefined);
 }
 
-function failure(value: string, level: PythonLevel): SandboxResult {
+function failure(value: string, level: ProcessLevel): SandboxResult {
   return { ok: false, value, stdout: [], stderr: [], level };
 }
 
-export function runPython(
+/** Runs a tool under its interpreter (python3 for Python, node for JavaScript/TypeScript) at `level`. */
+export function runSandboxed(
   request: SandboxRequest,
-  level: PythonLevel,
-  options: RunPythonOptions = {},
+  level: ProcessLevel,
+  options: SandboxRunOptions = {},
 ): Promise<SandboxResult> {
   const poolSize = options.poolSize ?? SANDBOX_POOL_SIZE;
   assert(
     Number.isInteger(poolSize) && poolSize >= 0 && poolSize <= SANDBOX_POOL_SIZE_MAX,
     `sandbox pool size must be an integer in [0, ${SANDBOX_POOL_SIZE_MAX}], got ${poolSize}`,
   );
-  const member = (poolSize > 0 ? poolTake(level) : undefined) ?? memberStart(level);
-  if (poolSize > 0) {
-    // After this run's request is written: the refill's spawn must not delay it.
-    const generation = poolGeneration;
-    setImmediate(() => poolRefill(level, poolSize, generation)); // det-ok: scheduling only, no clock read
-  }
-  if (typeof member === "string") return Promise.resolve(failure(member, level));
-  return memberRun(member, request);
+  const runtime = runtimeOf(request.language);
+  // Built before a sandbox is taken: compiling TypeScript must not count against the wall clock.
+  return RUNTIMES[runtime].request(request).then(
+    (payload) => {
+      const member = (poolSize > 0 ? poolTake(runtime, level) : undefined) ?? memberStart(runtime, level);
+      if (poolSize > 0) {
+        // After this run's request is written: the refill's spawn must not delay it.
+        const generation = poolGeneration;
+        setImmediate(() => poolRefill(runtime, level, poolSize, generation)); // det-ok: scheduling only, no clock read
+      }
+      if (typeof member === "string") return failure(member, level);
+      return memberRun(member, payload);
+    },
+    (err: unknown) =>
+      failure(
+        `The tool's ${request.language} could not be compiled: ${err instanceof Error ? err.message : String(err)}`,
+        level,
+      ),
+  );
 }
 
-function memberRun(member: Member, request: SandboxRequest): Promise<SandboxResult> {
+/** The end of a sandbox's stderr, marked when cut. */
+function tail(stderr: string, cut = false): string {
+  return stderr.length > STDERR_TAIL_CHARS || cut
+    ? `[stderr, last ${STDERR_TAIL_CHARS} chars] ${stderr.slice(-STDERR_TAIL_CHARS)}`
+    : stderr;
+}
+
+/** The signal that ended the sandbox: given by the kernel, or (bwrap) passed on as exit code 128 + n. */
+function signalOf(code: number | null, signal: NodeJS.Signals | null, level: ProcessLevel): string | null {
+  if (signal !== null) return signal;
+  if (level !== "namespace" || code === null || code <= 128) return null;
+  const found = Object.entries(osConstants.signals).find(([, number]) => number === code - 128);
+  return found?.[0] ?? null;
+}
+
+/** Signals a limit sends: SIGKILL (wall clock, kernel), SIGXCPU (CPU time), SIGABRT (V8 out of memory). */
+const LIMIT_SIGNALS = ["SIGKILL", "SIGXCPU", "SIGABRT"];
+
+function memberRun(member: Member, payload: string): Promise<SandboxResult> {
   const { child, level } = member;
+  const spec = RUNTIMES[member.runtime];
   memberRef(member, true);
   return new Promise((resolve) => {
     let stdout = "";
@@ -390,19 +621,16 @@ function memberRun(member: Member, request: SandboxRequest): Promise<SandboxResu
     });
     child.once("close", (code, signal) => {
       // Died without a complete result line.
-      // bwrap passes the child's fate on as an exit code: 128 + signal (SIGKILL 9, SIGXCPU 24).
-      const killedBy = signal ?? (code === 137 ? "SIGKILL" : code === 152 ? "SIGXCPU" : null);
+      const killedBy = signalOf(code, signal, level);
       const why =
-        killedBy !== null
-          ? `was killed by ${killedBy}: it hit its limit of ${SANDBOX_CPU_SECONDS_MAX} s CPU time or ${SANDBOX_MEMORY_BYTES_MAX} bytes of memory`
-          : `exited with ${code}`;
-      const tail =
-        stderr.length > STDERR_TAIL_CHARS || stderrCut
-          ? `[stderr, last ${STDERR_TAIL_CHARS} chars] ${stderr.slice(-STDERR_TAIL_CHARS)}`
-          : stderr;
+        killedBy === null
+          ? `exited with ${code}`
+          : LIMIT_SIGNALS.includes(killedBy)
+            ? `was killed by ${killedBy}: it hit its limit of ${SANDBOX_CPU_SECONDS_MAX} s CPU time or ${spec.memoryLimit}`
+            : `was killed by ${killedBy}`;
       settle({
         ok: false,
-        value: `The tool process ${why}. ${tail}`.trim(),
+        value: `The tool process ${why}. ${tail(stderr, stderrCut)}`.trim(),
         stdout: [],
         stderr: stderr ? [stderr] : [],
         level,
@@ -417,18 +645,11 @@ function memberRun(member: Member, request: SandboxRequest): Promise<SandboxResu
         ),
       );
     }, SANDBOX_WALL_TIMEOUT_MS); // det-ok: a real child process needs a real kill timer
-    child.stdin!.end(
-      JSON.stringify({
-        source: request.source,
-        function: request.functionName,
-        args: request.args,
-        env: request.env,
-      }),
-    );
+    child.stdin!.end(payload);
   });
 }
 
-function parseResult(line: string, level: PythonLevel): SandboxResult {
+function parseResult(line: string, level: ProcessLevel): SandboxResult {
   let parsed: { ok?: unknown; value?: unknown; stdout?: unknown; stderr?: unknown };
   try {
     parsed = JSON.parse(line) as typeof parsed;
