@@ -51,6 +51,8 @@ export interface SendOptions {
   callDepth?: number;
   /** Who asked (an API key id), for the audit log. */
   actor?: string;
+  /** The conversation to continue; the agent's default history when absent. */
+  conversationId?: string;
 }
 
 function contentParts(content: unknown, loc: (string | number)[]): MessageContentPart[] {
@@ -184,6 +186,7 @@ export class MessageService {
         signal: controller.signal,
         ...(options.onEvent ? { onEvent: options.onEvent } : {}),
         ...(runCreated ? { runCreated } : {}),
+        ...(options.conversationId === undefined ? {} : { conversationId: options.conversationId }),
         requestConfig: { max_steps: maxSteps, use_assistant_message: messageOptions.useAssistantMessage },
       });
     } finally {

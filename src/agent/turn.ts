@@ -18,6 +18,7 @@ import type { ChatEvent, ChatRequest, ChatResult, LlmProvider, ToolSpec } from "
 import type { Telemetry } from "../observability/telemetry.ts";
 import type { TurnContext } from "../runtime/runtime.ts";
 import type {
+  ConversationRecord,
   MessageRecord,
   Mutation,
   RunRecord,
@@ -82,6 +83,8 @@ export interface TurnRequest {
   onEvent?: (event: TurnEvent) => void;
   /** Set when the run record was already committed (async runs). */
   runCreated?: RunRecord;
+  /** The conversation whose history this turn extends; the agent's default history when absent. */
+  conversationId?: string | undefined;
   requestConfig?: Record<string, unknown>;
 }
 
@@ -426,7 +429,9 @@ export class TurnRunner {
     const agent = view.agent;
     const llm = this.provider(agent.llm_config);
     const memory = new CoreMemory(view.blocks, agent.id, () => env.clock.nowMs(), env.rng.fork("memory"));
-    let inContext = await this.messageCache.load(env.storage, agent.message_ids);
+    const conversation = await this.conversationOf(request, agent.id);
+    let contextIds = conversation?.in_context_message_ids ?? agent.message_ids;
+    let inContext = await this.messageCache.load(env.storage, contextIds);
     const tools = toolSpecs(view.tools, agent.agent_type);
 
     const buildRequest = (history: MessageRecord[]): ChatRequest => ({
@@ -434,7 +439,7 @@ export class TurnRunner {
       system: compileSystemMessage(agent.system, memory.list(), {
         nowMs: env.clock.nowMs(),
         blocksUpdatedAtMs: Math.max(0, ...memory.list().map((b) => b.updated_at_ms)),
-        recallMessagesCount: agent.message_ids.length,
+        recallMessagesCount: contextIds.length,
         archivalPassagesCount: 0,
       }),
       messages: toChatMessages(history),
@@ -470,14 +475,16 @@ export class TurnRunner {
       );
       inContext = await this.compact(
         ctx,
-        agent.message_ids,
+        contextIds,
         inContext,
         llm,
         Math.max(0, keepTokens),
         request.signal,
+        conversation?.id,
       );
       // The compaction committed the shorter context; the rest of the step builds on it.
-      agent.message_ids = inContext.map((m) => m.id);
+      contextIds = inContext.map((m) => m.id);
+      if (conversation === null) agent.message_ids = contextIds;
       chatRequest = buildRequest([...inContext, ...pendingInput]);
       promptTokens = count(chatRequest);
     }
@@ -635,7 +642,10 @@ export class TurnRunner {
     if (stop === null && usage.step_count >= request.maxSteps) stop = "max_steps";
 
     const nowMs = pending.nowMs;
-    const stepMessages = [...pending.pendingInput, assistant, ...toolMessages];
+    const conversation = await this.conversationOf(request, agent.id);
+    const stepMessages = [...pending.pendingInput, assistant, ...toolMessages].map((m) =>
+      conversation === null ? m : { ...m, conversation_id: conversation.id },
+    );
     const step: StepRecord = {
       id: stepId,
       run_id: run.id,
@@ -660,12 +670,31 @@ export class TurnRunner {
         create: false,
         agent: {
           ...storedAgent,
-          message_ids: [...agent.message_ids, ...stepMessages.map((m) => m.id)],
+          message_ids:
+            conversation === null
+              ? [...agent.message_ids, ...stepMessages.map((m) => m.id)]
+              : agent.message_ids,
           extra: finished ? { ...storedAgent.extra, last_stop_reason: stop } : storedAgent.extra,
           updated_at_ms: nowMs,
         },
       },
       { op: "put_step", step },
+      ...(conversation === null
+        ? []
+        : [
+            {
+              op: "put_conversation" as const,
+              create: false,
+              conversation: {
+                ...conversation,
+                in_context_message_ids: [
+                  ...conversation.in_context_message_ids,
+                  ...stepMessages.map((m) => m.id),
+                ],
+                updated_at_ms: nowMs,
+              },
+            },
+          ]),
       ...pending.calls.map(
         (call, i): Mutation => ({
           op: "put_audit",
@@ -713,6 +742,19 @@ export class TurnRunner {
   }
 
   /** Summarizes the oldest in-context messages and commits the shorter context. */
+  /** The turn's conversation, read afresh (it must belong to the agent); null for the default one. */
+  private async conversationOf(
+    request: { conversationId?: string | undefined },
+    agentId: string,
+  ): Promise<ConversationRecord | null> {
+    if (request.conversationId === undefined) return null;
+    const conversation = await this.deps.env.storage.getConversation(request.conversationId);
+    if (conversation === null || conversation.agent_id !== agentId) {
+      throw new KelpieError("NOT_FOUND", `Conversation ${request.conversationId} not found`);
+    }
+    return conversation;
+  }
+
   private async compact(
     ctx: TurnContext,
     messageIds: string[],
@@ -720,6 +762,7 @@ export class TurnRunner {
     llm: { provider: LlmProvider; model: string; providerName: string; contextWindow: number },
     keepTokens: number,
     signal: AbortSignal,
+    conversationId?: string,
   ): Promise<MessageRecord[]> {
     const { env } = this.deps;
     const tokensOf = (m: MessageRecord) =>
@@ -760,18 +803,24 @@ export class TurnRunner {
     if (agent === null) throw new KelpieError("AGENT_NOT_FOUND", `Agent ${ctx.agentId} not found`);
     const { block_ids: _b, tool_ids: _t, ...stored } = agent;
     const keptIds = new Set(kept.map((m) => m.id));
+    const compacted = [summaryMessage.id, ...messageIds.filter((id) => keptIds.has(id))];
+    const conversation =
+      conversationId === undefined ? null : await this.conversationOf({ conversationId }, ctx.agentId);
+    if (conversation !== null) summaryMessage.conversation_id = conversation.id;
     await env.storage.commit(
       [
         { op: "put_message", message: summaryMessage },
-        {
-          op: "put_agent",
-          create: false,
-          agent: {
-            ...stored,
-            message_ids: [summaryMessage.id, ...messageIds.filter((id) => keptIds.has(id))],
-            updated_at_ms: nowMs,
-          },
-        },
+        conversation === null
+          ? {
+              op: "put_agent",
+              create: false,
+              agent: { ...stored, message_ids: compacted, updated_at_ms: nowMs },
+            }
+          : {
+              op: "put_conversation",
+              create: false,
+              conversation: { ...conversation, in_context_message_ids: compacted, updated_at_ms: nowMs },
+            },
       ],
       { fence: ctx.fence },
     );

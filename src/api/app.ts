@@ -22,6 +22,7 @@ import type { ToolService } from "../tools/tool-service.ts";
 import { agentsRoutes } from "./agents.ts";
 import { archivalAgentRoutes, archivesRoutes, passagesRoutes } from "./archival.ts";
 import { blocksRoutes } from "./blocks.ts";
+import { conversationsRoutes } from "./conversations.ts";
 import { installErrorHandler } from "./errors.ts";
 import { healthRoutes } from "./health.ts";
 import { mcpLegacyRoutes } from "./mcp-legacy.ts";
@@ -129,6 +130,7 @@ export function buildApp(services: Services, options: AppOptions = {}): FastifyI
   app.register(toolsRoutes, { prefix: "/v1/tools", services });
   app.register(agentToolRunRoutes, { prefix: "/v1/agents", services });
   app.register(runsRoutes, { prefix: "/v1/runs", services });
+  app.register(conversationsRoutes, { prefix: "/v1/conversations", services });
   app.register(mcpServersRoutes, { prefix: "/v1/mcp-servers", services });
   app.register(mcpLegacyRoutes, { prefix: "/v1/tools/mcp", services });
   app.register(modelsRoutes, { prefix: "/v1/models", services });

@@ -19,7 +19,7 @@ interface MessageListQueryString extends PageQueryString {
 
 type AgentParams = { agent_id: string };
 
-const sendBody = {
+export const sendBody = {
   type: "object",
   properties: {
     messages: { anyOf: [{ type: "array", items: { type: "object" } }, { type: "null" }] },
@@ -40,6 +40,43 @@ export function lettaResponse(result: TurnResult): Record<string, unknown> {
     stop_reason: { message_type: "stop_reason", stop_reason: result.stopReason },
     usage: { message_type: "usage_statistics", ...result.usage, run_ids: [result.runId] },
   };
+}
+
+/** Streams a turn as SSE: each committed message, or token chunks, then stop reason, usage, [DONE]. */
+export async function streamTurn(
+  services: Services,
+  agentId: string,
+  body: SendRequestBody,
+  reply: FastifyReply,
+  actor: string | undefined,
+  conversationId?: string,
+): Promise<void> {
+  const { messages } = services;
+  // Validate (and 404 an unknown agent) before the stream opens, so errors stay plain JSON.
+  MessageService.maxSteps(body);
+  messages.parseInput(agentId, body, "run-validate");
+  if ((await services.env.storage.getAgent(agentId)) === null) throw notFound("agent", agentId);
+  const sse = new SseStream(reply);
+  const streamTokens = body.stream_tokens === true;
+  const result = await messages.send(agentId, body, {
+    streamTokens,
+    onEvent: (event) => sse.send(event.message),
+    ...(actor ? { actor } : {}),
+    ...(conversationId === undefined ? {} : { conversationId }),
+  });
+  if (result.error) {
+    sse.send({
+      message_type: "error_message",
+      run_id: result.runId,
+      error_type: result.error.code.toLowerCase(),
+      message: result.error.message,
+      detail: result.error.message,
+    });
+  }
+  const response = lettaResponse(result);
+  sse.send(response.stop_reason);
+  sse.send(response.usage);
+  sse.end();
 }
 
 export const messagesRoutes: FastifyPluginAsync<{ services: Services }> = async (app, { services }) => {
@@ -81,38 +118,8 @@ export const messagesRoutes: FastifyPluginAsync<{ services: Services }> = async 
     },
   );
 
-  /** Streams a turn as SSE: each committed message, or token chunks, then stop reason, usage, [DONE]. */
-  const stream = async (
-    agentId: string,
-    body: SendRequestBody,
-    reply: FastifyReply,
-    actor: string | undefined,
-  ) => {
-    // Validate (and 404 an unknown agent) before the stream opens, so errors stay plain JSON.
-    MessageService.maxSteps(body);
-    messages.parseInput(agentId, body, "run-validate");
-    if ((await storage.getAgent(agentId)) === null) throw notFound("agent", agentId);
-    const sse = new SseStream(reply);
-    const streamTokens = body.stream_tokens === true;
-    const result = await messages.send(agentId, body, {
-      streamTokens,
-      onEvent: (event) => sse.send(event.message),
-      ...(actor ? { actor } : {}),
-    });
-    if (result.error) {
-      sse.send({
-        message_type: "error_message",
-        run_id: result.runId,
-        error_type: result.error.code.toLowerCase(),
-        message: result.error.message,
-        detail: result.error.message,
-      });
-    }
-    const response = lettaResponse(result);
-    sse.send(response.stop_reason);
-    sse.send(response.usage);
-    sse.end();
-  };
+  const stream = (agentId: string, body: SendRequestBody, reply: FastifyReply, actor: string | undefined) =>
+    streamTurn(services, agentId, body, reply, actor);
 
   app.post<{ Params: AgentParams; Body: SendRequestBody | undefined }>(
     "/:agent_id/messages",

@@ -13,6 +13,7 @@ export const ID_PREFIXES = [
   "audit",
   "archive",
   "passage",
+  "conv",
 ] as const;
 export type IdPrefix = (typeof ID_PREFIXES)[number];
 

@@ -10,6 +10,7 @@ import type {
   BlockListQuery,
   BlockRecord,
   CommitOptions,
+  ConversationRecord,
   McpServerRecord,
   MessageRecord,
   Mutation,
@@ -39,6 +40,7 @@ interface Tables {
   mcpServers: Map<string, Row<McpServerRecord>>;
   apiKeys: Map<string, Row<ApiKeyRecord>>;
   audit: Map<string, Row<AuditRecord>>;
+  conversations: Map<string, Row<ConversationRecord>>;
   agentBlocks: Map<string, string[]>;
   agentTools: Map<string, string[]>;
   fences: Map<string, number>;
@@ -58,6 +60,7 @@ function copyTables(t: Tables): Tables {
     mcpServers: new Map(t.mcpServers),
     apiKeys: new Map(t.apiKeys),
     audit: new Map(t.audit),
+    conversations: new Map(t.conversations),
     agentBlocks: new Map(t.agentBlocks),
     agentTools: new Map(t.agentTools),
     fences: new Map(t.fences),
@@ -104,6 +107,7 @@ export class MemoryStorage implements Storage {
     mcpServers: new Map(),
     apiKeys: new Map(),
     audit: new Map(),
+    conversations: new Map(),
     agentBlocks: new Map(),
     agentTools: new Map(),
     fences: new Map(),
@@ -152,6 +156,8 @@ export class MemoryStorage implements Storage {
         for (const [id, row] of t.messages) if (row.value.agent_id === m.agent_id) t.messages.delete(id);
         for (const [id, row] of t.runs) if (row.value.agent_id === m.agent_id) t.runs.delete(id);
         for (const [id, row] of t.steps) if (row.value.agent_id === m.agent_id) t.steps.delete(id);
+        for (const [id, row] of t.conversations)
+          if (row.value.agent_id === m.agent_id) t.conversations.delete(id);
         return;
       }
       case "put_block": {
@@ -276,6 +282,21 @@ export class MemoryStorage implements Storage {
       }
       case "put_audit": {
         t.audit.set(m.entry.id, { seq: ++t.seq, value: clone(m.entry) });
+        return;
+      }
+      case "put_conversation": {
+        const c = m.conversation;
+        const existing = t.conversations.get(c.id);
+        if (m.create && existing) throw new KelpieError("CONFLICT", `conversation ${c.id} already exists`);
+        if (!m.create && !existing) throw new KelpieError("NOT_FOUND", `Conversation ${c.id} not found`);
+        if (!t.agents.has(c.agent_id)) throw notFound("agent", c.agent_id);
+        t.conversations.set(c.id, { seq: existing?.seq ?? ++t.seq, value: clone(c) });
+        return;
+      }
+      case "delete_conversation": {
+        if (!t.conversations.delete(m.conversation_id)) {
+          throw new KelpieError("NOT_FOUND", `Conversation ${m.conversation_id} not found`);
+        }
         return;
       }
       case "delete_agent_messages": {
@@ -461,6 +482,18 @@ export class MemoryStorage implements Storage {
 
   async listMcpServers(): Promise<McpServerRecord[]> {
     return [...this.tables.mcpServers.values()].sort((a, b) => a.seq - b.seq).map((r) => clone(r.value));
+  }
+
+  async getConversation(id: string): Promise<ConversationRecord | null> {
+    const row = this.tables.conversations.get(id);
+    return row === undefined ? null : clone(row.value);
+  }
+
+  async listConversations(agentId: string | undefined, query: PageQuery): Promise<ConversationRecord[]> {
+    const rows = [...this.tables.conversations.values()].filter(
+      (r) => agentId === undefined || r.value.agent_id === agentId,
+    );
+    return paginate(rows, query, this.tables.conversations).map(clone);
   }
 
   async listApiKeys(): Promise<ApiKeyRecord[]> {

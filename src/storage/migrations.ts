@@ -175,6 +175,16 @@ CREATE INDEX passages_archive_seq ON passages (archive_id, seq);
 CREATE INDEX passages_tsv ON passages USING GIN (tsv);
 `;
 
+const V6_CONVERSATIONS = (t: { seq: string; json: string }) => `
+CREATE TABLE conversations (
+  seq ${t.seq},
+  id TEXT NOT NULL UNIQUE,
+  agent_id TEXT NOT NULL REFERENCES agents (id) ON DELETE CASCADE,
+  doc ${t.json} NOT NULL
+);
+CREATE INDEX conversations_agent_seq ON conversations (agent_id, seq);
+`;
+
 // Versions need not be contiguous: each missing one is applied once, in order.
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -205,6 +215,12 @@ export const MIGRATIONS: readonly Migration[] = [
     name: "archives, passages (vectors, full text), working memory",
     sqlite: V5_SQLITE,
     postgres: V5_POSTGRES,
+  },
+  {
+    version: 6,
+    name: "conversations",
+    sqlite: V6_CONVERSATIONS({ seq: "INTEGER PRIMARY KEY AUTOINCREMENT", json: "TEXT" }),
+    postgres: V6_CONVERSATIONS({ seq: "BIGSERIAL PRIMARY KEY", json: "JSONB" }),
   },
 ];
 

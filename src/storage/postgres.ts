@@ -10,6 +10,7 @@ import {
   agentListSql,
   auditListSql,
   blockListSql,
+  conversationListSql,
   messageListSql,
   runListSql,
   runMessageListSql,
@@ -24,6 +25,7 @@ import type {
   BlockListQuery,
   BlockRecord,
   CommitOptions,
+  ConversationRecord,
   McpServerRecord,
   MessageRecord,
   Mutation,
@@ -310,6 +312,24 @@ export class PostgresStorage implements Storage {
         await tx`INSERT INTO api_keys (id, key_sha256, doc) VALUES (${m.key.id}, ${m.key.key_sha256}, ${tx.json(m.key as never)})`;
         return;
       }
+      case "put_conversation": {
+        const c = m.conversation;
+        const exists = (await tx`SELECT 1 FROM conversations WHERE id = ${c.id}`).length > 0;
+        if (m.create && exists) throw new KelpieError("CONFLICT", `conversation ${c.id} already exists`);
+        if (!m.create && !exists) throw new KelpieError("NOT_FOUND", `Conversation ${c.id} not found`);
+        if (exists) {
+          await tx`UPDATE conversations SET doc = ${tx.json(c as never)} WHERE id = ${c.id}`;
+        } else {
+          if (!(await this.exists(tx, "agents", c.agent_id))) throw notFound("agent", c.agent_id);
+          await tx`INSERT INTO conversations (id, agent_id, doc) VALUES (${c.id}, ${c.agent_id}, ${tx.json(c as never)})`;
+        }
+        return;
+      }
+      case "delete_conversation": {
+        const r = await tx`DELETE FROM conversations WHERE id = ${m.conversation_id}`;
+        if (r.count === 0) throw new KelpieError("NOT_FOUND", `Conversation ${m.conversation_id} not found`);
+        return;
+      }
       case "put_audit": {
         await tx`INSERT INTO audit_log (id, at_ms, doc) VALUES (${m.entry.id}, ${m.entry.at_ms}, ${tx.json(m.entry as never)})`;
         return;
@@ -498,6 +518,14 @@ export class PostgresStorage implements Storage {
     return this.guard(async () =>
       (await this.sql`SELECT doc FROM mcp_servers ORDER BY seq`).map((r) => r.doc as McpServerRecord),
     );
+  }
+
+  async getConversation(id: string): Promise<ConversationRecord | null> {
+    return this.one<ConversationRecord>("SELECT doc FROM conversations WHERE id = $1", id);
+  }
+
+  async listConversations(agentId: string | undefined, query: PageQuery): Promise<ConversationRecord[]> {
+    return this.list<ConversationRecord>("conversations", query, conversationListSql(agentId, query));
   }
 
   async listApiKeys(): Promise<ApiKeyRecord[]> {

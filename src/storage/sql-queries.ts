@@ -169,3 +169,13 @@ export function passageListSql(dialect: Dialect, archiveIds: string[], q: Passag
   }
   return page("passages", "doc, text", where, params, q);
 }
+
+export function conversationListSql(agentId: string | undefined, q: PageQuery): SqlQuery {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (agentId !== undefined) {
+    where.push("agent_id = ?");
+    params.push(agentId);
+  }
+  return page("conversations", "doc", where, params, q);
+}

@@ -9,6 +9,7 @@ import {
   agentListSql,
   auditListSql,
   blockListSql,
+  conversationListSql,
   messageListSql,
   runListSql,
   runMessageListSql,
@@ -24,6 +25,7 @@ import type {
   BlockListQuery,
   BlockRecord,
   CommitOptions,
+  ConversationRecord,
   McpServerRecord,
   MessageRecord,
   Mutation,
@@ -415,6 +417,29 @@ export class SqliteStorage implements Storage {
         );
         return;
       }
+      case "put_conversation": {
+        const c = m.conversation;
+        const exists = this.sql("SELECT 1 FROM conversations WHERE id = ?").get(c.id) !== undefined;
+        if (m.create && exists) throw new KelpieError("CONFLICT", `conversation ${c.id} already exists`);
+        if (!m.create && !exists) throw new KelpieError("NOT_FOUND", `Conversation ${c.id} not found`);
+        if (exists) {
+          this.sql("UPDATE conversations SET doc = ? WHERE id = ?").run(JSON.stringify(c), c.id);
+        } else {
+          this.withAgentKey(c.agent_id, () =>
+            this.sql("INSERT INTO conversations (id, agent_id, doc) VALUES (?, ?, ?)").run(
+              c.id,
+              c.agent_id,
+              JSON.stringify(c),
+            ),
+          );
+        }
+        return;
+      }
+      case "delete_conversation": {
+        const { changes } = this.sql("DELETE FROM conversations WHERE id = ?").run(m.conversation_id);
+        if (changes === 0) throw new KelpieError("NOT_FOUND", `Conversation ${m.conversation_id} not found`);
+        return;
+      }
       case "put_audit": {
         this.sql("INSERT INTO audit_log (id, at_ms, doc) VALUES (?, ?, ?)").run(
           m.entry.id,
@@ -631,6 +656,15 @@ export class SqliteStorage implements Storage {
     return this.sql("SELECT doc FROM mcp_servers ORDER BY seq")
       .all()
       .map((row) => parse<McpServerRecord>(row));
+  }
+
+  async getConversation(id: string): Promise<ConversationRecord | null> {
+    const row = this.sql("SELECT doc FROM conversations WHERE id = ?").get(id);
+    return row === undefined ? null : parse<ConversationRecord>(row);
+  }
+
+  async listConversations(agentId: string | undefined, query: PageQuery): Promise<ConversationRecord[]> {
+    return this.list<ConversationRecord>("conversations", query, conversationListSql(agentId, query));
   }
 
   async listApiKeys(): Promise<ApiKeyRecord[]> {

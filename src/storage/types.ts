@@ -84,6 +84,8 @@ export interface MessageRecord {
   otid: string | null;
   sender_id: string | null;
   group_id: string | null;
+  /** The conversation the message belongs to; absent for the agent's default conversation. */
+  conversation_id?: string | null;
   is_err: boolean | null;
   created_at_ms: number;
 }
@@ -136,6 +138,21 @@ export interface McpServerRecord {
   mcp_server_type: "stdio" | "sse" | "streamable_http";
   /** stdio: command, args, env; sse/streamable_http: server_url, auth_header, auth_token, custom_headers. */
   config: Record<string, unknown>;
+  created_at_ms: number;
+  updated_at_ms: number;
+}
+
+/**
+ * A Letta conversation: its own history (in-context message ids) with one agent, sharing the
+ * agent's memory blocks and tools. The agent's own `message_ids` are its default conversation.
+ */
+export interface ConversationRecord {
+  id: string;
+  agent_id: string;
+  summary: string | null;
+  /** A model handle overriding the agent's, or null. */
+  model: string | null;
+  in_context_message_ids: string[];
   created_at_ms: number;
   updated_at_ms: number;
 }
@@ -215,7 +232,9 @@ export type Mutation =
   | { op: "put_mcp_server"; server: McpServerRecord; create: boolean }
   | { op: "delete_mcp_server"; server_id: string }
   | { op: "put_api_key"; key: ApiKeyRecord }
-  | { op: "put_audit"; entry: AuditRecord };
+  | { op: "put_audit"; entry: AuditRecord }
+  | { op: "put_conversation"; conversation: ConversationRecord; create: boolean }
+  | { op: "delete_conversation"; conversation_id: string };
 
 /**
  * The agent whose state a commit changes, and the fencing token its activation holds. The commit
@@ -251,7 +270,9 @@ export interface Storage {
    *   delete_block and delete_tool remove them from every agent;
    * - put_message, put_run and put_step insert or replace by id (a message or run must name an existing agent);
    * - put_mcp_server follows the put_* create rules; its server_name is unique (CONFLICT); delete_mcp_server
-   *   of a missing server is NOT_FOUND (its tools are separate rows, deleted by the caller).
+   *   of a missing server is NOT_FOUND (its tools are separate rows, deleted by the caller);
+   * - put_conversation follows the put_* create rules and must name an existing agent (deleting the
+   *   agent deletes its conversations); delete_conversation of a missing one is NOT_FOUND.
    */
   commit(mutations: Mutation[], options?: CommitOptions): Promise<void>;
 
@@ -297,6 +318,10 @@ export interface Storage {
   getMcpServer(id: string): Promise<McpServerRecord | null>;
   /** All MCP servers, in registration order. */
   listMcpServers(): Promise<McpServerRecord[]>;
+
+  getConversation(id: string): Promise<ConversationRecord | null>;
+  /** Conversations (of one agent, or all), in creation order (asc) or newest first (desc). */
+  listConversations(agentId: string | undefined, query: PageQuery): Promise<ConversationRecord[]>;
 
   listApiKeys(): Promise<ApiKeyRecord[]>;
   /** Audit entries, newest first for desc. */

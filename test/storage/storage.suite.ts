@@ -438,4 +438,65 @@ export function storageSuite(open: () => Promise<Storage>): void {
     await s.commit([{ op: "put_block", block: block({ value: "12345" }), create: true }]);
     expect(await s.coreMemoryChars()).toBe(before + 5);
   });
+
+  it("keeps conversations per agent: create rules, listing, update, delete, and deletion with the agent", async () => {
+    const a = agent();
+    const other = agent();
+    await s.commit([
+      { op: "put_agent", agent: a, create: true },
+      { op: "put_agent", agent: other, create: true },
+    ]);
+    const conv = (over: object = {}) => ({
+      id: id("conv"),
+      agent_id: a.id,
+      summary: null,
+      model: null,
+      in_context_message_ids: [],
+      created_at_ms: 1,
+      updated_at_ms: 1,
+      ...over,
+    });
+    const c1 = conv();
+    const c2 = conv({ summary: "two" });
+    const c3 = conv({ agent_id: other.id });
+    await s.commit([{ op: "put_conversation", conversation: c1, create: true }]);
+    await s.commit([{ op: "put_conversation", conversation: c2, create: true }]);
+    await s.commit([{ op: "put_conversation", conversation: c3, create: true }]);
+    await expect(
+      s.commit([{ op: "put_conversation", conversation: c1, create: true }]),
+    ).rejects.toMatchObject({
+      code: "CONFLICT",
+    });
+    await expect(
+      s.commit([{ op: "put_conversation", conversation: conv({ agent_id: "agent-missing" }), create: true }]),
+    ).rejects.toMatchObject({ code: "AGENT_NOT_FOUND" });
+    await expect(
+      s.commit([{ op: "put_conversation", conversation: conv(), create: false }]),
+    ).rejects.toMatchObject({
+      code: "NOT_FOUND",
+    });
+    await s.commit([
+      {
+        op: "put_conversation",
+        conversation: { ...c1, in_context_message_ids: ["message-1"] },
+        create: false,
+      },
+    ]);
+    expect((await s.getConversation(c1.id))!.in_context_message_ids).toEqual(["message-1"]);
+    expect((await s.listConversations(a.id, { limit: 10, order: "asc" })).map((c) => c.id)).toEqual([
+      c1.id,
+      c2.id,
+    ]);
+    expect((await s.listConversations(a.id, { limit: 1, order: "desc" })).map((c) => c.id)).toEqual([c2.id]);
+    expect(
+      (await s.listConversations(a.id, { limit: 10, order: "asc", after: c1.id })).map((c) => c.id),
+    ).toEqual([c2.id]);
+    await s.commit([{ op: "delete_conversation", conversation_id: c2.id }]);
+    await expect(s.commit([{ op: "delete_conversation", conversation_id: c2.id }])).rejects.toMatchObject({
+      code: "NOT_FOUND",
+    });
+    await s.commit([{ op: "delete_agent", agent_id: a.id }]);
+    expect(await s.getConversation(c1.id)).toBeNull();
+    expect((await s.getConversation(c3.id))!.agent_id).toBe(other.id);
+  });
 }
