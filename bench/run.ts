@@ -8,6 +8,7 @@ const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   "mcp-call": async () => (await import("./mcp-call.ts")).run(),
   "ops-overhead": async () => (await import("./ops-overhead.ts")).run(),
   "sandbox-start": async () => (await import("./sandbox-start.ts")).run(),
+  "dst-throughput": async () => (await import("./dst-throughput.ts")).run(),
 };
 
 const name = process.argv[2];

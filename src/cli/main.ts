@@ -78,13 +78,17 @@ async function serve(): Promise<void> {
 const USAGE = `kelpie ${KELPIE_VERSION}
 usage: kelpie serve                    start the server (see README for configuration)
        kelpie keys create [--name N]   create an API key (printed once; stored hashed)
-       kelpie keys list                list API keys (ids and names)`;
+       kelpie keys list                list API keys (ids and names)
+       kelpie dst [--seeds N]          deterministic simulation (DST_SEED=n replays one seed)`;
 
 const [command] = process.argv.slice(2);
 try {
   if (command === "serve") await serve();
   else if (command === "keys") process.exitCode = await keysCommand(process.argv.slice(3));
-  else if (command === "--version" || command === "version") console.log(KELPIE_VERSION);
+  else if (command === "dst") {
+    const { dstCommand } = await import("../dst/main.ts");
+    process.exitCode = await dstCommand(process.argv.slice(3));
+  } else if (command === "--version" || command === "version") console.log(KELPIE_VERSION);
   else {
     console.log(USAGE);
     process.exitCode = command === undefined || command === "help" || command === "--help" ? 0 : 2;

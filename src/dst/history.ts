@@ -1,0 +1,80 @@
+// What the clients learned: which agents exist, which operations were acknowledged (and so must
+// survive any crash), how many times each non-idempotent request reached a server, and the
+// per-agent histories (call and return on one logical clock) the linearizability checker reads.
+import { assert } from "../core/assert.ts";
+import type { KvInput, KvOutput, Operation, RegisterInput, RegisterOutput } from "./linearizability.ts";
+
+export interface AgentFacts {
+  id: string;
+  /** Short name for the trace: a0, a1, ... */
+  name: string;
+  /** A delete was sent (it may or may not have happened): the agent is no longer checked for presence. */
+  deleteSent: boolean;
+  /** A delete was acknowledged: the agent must stay gone. */
+  deleteAcked: boolean;
+}
+
+export interface AckedSend {
+  agentId: string;
+  token: string;
+  messageIds: string[];
+  appendOk: boolean;
+  archivalOk: boolean;
+}
+
+export interface AckedPassage {
+  agentId: string;
+  token: string;
+  passageIds: string[];
+  /** Logical time of the acknowledgement: a search called after it must find the passage. */
+  ackedAt: number;
+}
+
+export class History {
+  private clock = 0;
+  private opIds = 0;
+  readonly agents: AgentFacts[] = [];
+  readonly agentsById = new Map<string, AgentFacts>();
+  readonly ackedSends: AckedSend[] = [];
+  readonly ackedPassages: AckedPassage[] = [];
+  /** Requests carrying each token that reached a server (the upper bound on its effects). */
+  readonly deliveries = new Map<string, number>();
+  readonly registerOps = new Map<string, Operation<RegisterInput, RegisterOutput>[]>();
+  readonly kvOps: Operation<KvInput, KvOutput>[] = [];
+  readonly violations: string[] = [];
+
+  /** The next tick of the logical clock on which calls and returns are ordered. */
+  tick(): number {
+    return ++this.clock;
+  }
+
+  nextOpId(): number {
+    return ++this.opIds;
+  }
+
+  addAgent(id: string): AgentFacts {
+    assert(!this.agentsById.has(id), "an agent id was handed out twice");
+    const facts: AgentFacts = { id, name: `a${this.agents.length}`, deleteSent: false, deleteAcked: false };
+    this.agents.push(facts);
+    this.agentsById.set(id, facts);
+    this.registerOps.set(id, []);
+    return facts;
+  }
+
+  nameOf(agentId: string): string {
+    return this.agentsById.get(agentId)?.name ?? "a?";
+  }
+
+  /** Agents clients may still pick. */
+  liveAgents(): AgentFacts[] {
+    return this.agents.filter((a) => !a.deleteSent);
+  }
+
+  delivered(token: string): void {
+    this.deliveries.set(token, (this.deliveries.get(token) ?? 0) + 1);
+  }
+
+  violation(text: string): void {
+    this.violations.push(text);
+  }
+}

@@ -1,0 +1,191 @@
+// The invariants, checked against the disk itself (what survives) after every restart and at the
+// end, and against the clients' histories at the end:
+// - durability: every acknowledged create, message, block append, passage and delete is there;
+// - idempotency: no effect appears more often than its request reached a server;
+// - atomicity: an agent's in-context message ids and block ids all exist (no half-applied step);
+// - limits: no block holds more than its limit, and appended entries are whole (no truncation);
+// - bounded resources: mailboxes and runs in flight never exceed the requests in flight;
+// - linearizability of each agent's scratch block (a register) and working memory (a map),
+//   with the disk reads taken here added to the histories.
+import { assert } from "../core/assert.ts";
+import type { MemoryStorage } from "../storage/memory.ts";
+import type { SimCluster } from "./cluster.ts";
+import type { History } from "./history.ts";
+import { checkLinearizable, kvMapModel, kvPartitionByKey, registerModel } from "./linearizability.ts";
+import { LOG_BLOCK_LABEL, SCRATCH_BLOCK_LABEL } from "./sim-llm.ts";
+import { logBlockProblems, WORKING_KEYS } from "./workload.ts";
+
+const ALL = { limit: 1_000_000_000, order: "asc" as const };
+/** Model steps the linearizability search may take per run before it answers "unknown". */
+export const LINEARIZABILITY_BUDGET = 2_000_000;
+/** The checker's reads use client ids from here up (a block of ids per checkpoint), apart from the workload's. */
+const CHECKER_CLIENT_BASE = 1_000_000;
+
+function count<T>(items: T[], pred: (item: T) => boolean): number {
+  let n = 0;
+  for (const item of items) if (pred(item)) n++;
+  return n;
+}
+
+/** Reads what survived on the disk and checks it; `where` names the checkpoint in violations. */
+export async function checkDisk(
+  disk: MemoryStorage,
+  history: History,
+  where: string,
+  index: number,
+): Promise<void> {
+  const v = (text: string) => history.violation(`${where}: ${text}`);
+  // The checker's reads all span the whole checkpoint (call before the first read, return after
+  // the last), each as its own client, so they claim no more about timing than is true.
+  const call = history.tick();
+  let client = CHECKER_CLIENT_BASE + index * 10_000;
+  const registerReads: { agentId: string; value: string }[] = [];
+  const mapReads: { key: string; value: string | null }[] = [];
+  const ackedSends = history.ackedSends.slice();
+  const ackedPassages = history.ackedPassages.slice();
+  for (const agent of history.agents) {
+    const record = await disk.getAgent(agent.id);
+    if (agent.deleteAcked) {
+      if (record !== null) v(`agent ${agent.name} was deleted (acknowledged) but is back`);
+      continue;
+    }
+    if (record === null) {
+      if (!agent.deleteSent) v(`agent ${agent.name} was created (acknowledged) but is gone`);
+      continue;
+    }
+    const name = agent.name;
+    const blocks = await disk.getBlocks(record.block_ids);
+    if (blocks.length !== record.block_ids.length) v(`agent ${name} names blocks that do not exist`);
+    for (const b of blocks) {
+      if (b.value.length > b.limit)
+        v(`agent ${name} block ${b.label} holds ${b.value.length} > ${b.limit} characters`);
+    }
+    const messages = await disk.listMessages(agent.id, ALL);
+    const messageIds = new Set(messages.map((m) => m.id));
+    const dangling = record.message_ids.filter((id) => !messageIds.has(id));
+    if (dangling.length > 0) v(`agent ${name} has ${dangling.length} in-context message ids with no message`);
+    const log = blocks.find((b) => b.label === LOG_BLOCK_LABEL)?.value ?? "";
+    const logProblem = logBlockProblems(log);
+    if (logProblem !== null) v(`agent ${name}: ${logProblem}`);
+    const logEntries = log.split("\n");
+    const archives = await disk.tiers.listAgentArchives(agent.id);
+    const passages = await disk.tiers.listPassages(
+      archives.map((a) => a.id),
+      ALL,
+    );
+    const passageIds = new Set(passages.map((p) => p.id));
+
+    // Durability of acknowledged sends and inserts.
+    for (const s of ackedSends) {
+      if (s.agentId !== agent.id) continue;
+      const missing = s.messageIds.filter((id) => !messageIds.has(id));
+      if (missing.length > 0)
+        v(`agent ${name}: ${missing.length} messages of acknowledged send ${s.token} are missing`);
+      if (s.appendOk && !logEntries.includes(`${s.token};`))
+        v(`agent ${name}: block append of acknowledged send ${s.token} is missing`);
+      if (s.archivalOk && !passages.some((p) => p.text === `passage ${s.token}`))
+        v(`agent ${name}: passage of acknowledged send ${s.token} is missing`);
+      if (!messages.some((m) => m.otid === s.token && m.role === "user"))
+        v(`agent ${name}: input message of acknowledged send ${s.token} is missing`);
+    }
+    for (const p of ackedPassages) {
+      if (p.agentId !== agent.id) continue;
+      if (p.passageIds.some((id) => !passageIds.has(id)))
+        v(`agent ${name}: acknowledged passage ${p.token} is missing`);
+    }
+
+    // Idempotency: no effect more often than its request was delivered.
+    const tokens = new Set<string>();
+    for (const e of logEntries) if (e !== "") tokens.add(e.slice(0, -1));
+    for (const p of passages) tokens.add(p.text.slice("passage ".length));
+    for (const m of messages) if (m.role === "user" && m.otid !== null) tokens.add(m.otid);
+    for (const token of tokens) {
+      const delivered = history.deliveries.get(token) ?? 0;
+      const appended = count(logEntries, (e) => e === `${token};`);
+      const inserted = count(passages, (p) => p.text === `passage ${token}`);
+      const inputs = count(messages, (m) => m.role === "user" && m.otid === token);
+      const most = Math.max(appended, inserted, inputs);
+      if (most > delivered)
+        v(
+          `agent ${name}: request ${token} reached a server ${delivered} time(s) but took effect ${most} times ` +
+            `(appends ${appended}, passages ${inserted}, inputs ${inputs})`,
+        );
+    }
+
+    // The register and the map, as the disk holds them now, join the histories.
+    const scratch = blocks.find((b) => b.label === SCRATCH_BLOCK_LABEL);
+    if (scratch !== undefined) registerReads.push({ agentId: agent.id, value: scratch.value });
+    for (const key of WORKING_KEYS) {
+      const entry = await disk.tiers.getWorking(agent.id, key);
+      mapReads.push({
+        key: `${agent.id}/${key}`,
+        value: typeof entry?.value === "string" ? entry.value : null,
+      });
+    }
+  }
+  const ret = history.tick();
+  assert(
+    registerReads.length + mapReads.length < 10_000,
+    "a checkpoint reads more than its block of client ids",
+  );
+  for (const r of registerReads) {
+    history.registerOps.get(r.agentId)!.push({
+      id: history.nextOpId(),
+      client: client++,
+      call,
+      ret,
+      input: { kind: "read" },
+      output: { kind: "read", value: r.value },
+    });
+  }
+  for (const r of mapReads) {
+    history.kvOps.push({
+      id: history.nextOpId(),
+      client: client++,
+      call,
+      ret,
+      input: { kind: "get", key: r.key },
+      output: { kind: "get", value: r.value },
+    });
+  }
+}
+
+/** Mailboxes and runs in flight on each live node are bounded by the requests it is serving. */
+export function checkBounded(cluster: SimCluster, history: History, where: string): void {
+  for (const node of cluster.liveNodes()) {
+    if (node.kelpie === null) continue;
+    const stats = node.services.runtime.stats();
+    if (stats.mailboxDepthTotal > node.inFlight) {
+      history.violation(
+        `${where}: node n${node.id} holds ${stats.mailboxDepthTotal} ops in mailboxes but serves ${node.inFlight} requests`,
+      );
+    }
+    const runs = node.services.messages.activeRunsCount();
+    if (runs > node.inFlight)
+      history.violation(
+        `${where}: node n${node.id} has ${runs} runs in flight for ${node.inFlight} requests`,
+      );
+    if (stats.activeCount > history.agents.length + node.inFlight) {
+      history.violation(
+        `${where}: node n${node.id} keeps ${stats.activeCount} activations for ${history.agents.length} agents`,
+      );
+    }
+  }
+}
+
+/** Every agent's register history and the working-memory map history must be linearizable. */
+export function checkHistories(history: History): void {
+  for (const agent of history.agents) {
+    const ops = history.registerOps.get(agent.id)!;
+    const result = checkLinearizable(ops, registerModel, { budget: LINEARIZABILITY_BUDGET });
+    if (result.ok === false)
+      history.violation(`scratch block of ${agent.name} is not linearizable: ${result.reason}`);
+    else if (result.ok === "unknown") history.violation(`scratch block of ${agent.name}: ${result.reason}`);
+  }
+  const result = checkLinearizable(history.kvOps, kvMapModel, {
+    partition: kvPartitionByKey,
+    budget: LINEARIZABILITY_BUDGET,
+  });
+  if (result.ok === false) history.violation(`working memory is not linearizable: ${result.reason}`);
+  else if (result.ok === "unknown") history.violation(`working memory: ${result.reason}`);
+}
