@@ -6,10 +6,13 @@ import type { Services } from "./app.ts";
 import { presentAgent, presentBlock, presentTool } from "./present.ts";
 import {
   blockFieldsSchema,
+  type CursorQueryString,
+  cursorQuerySchema,
   jsonObject,
   nullable,
   type PageQueryString,
   pageOf,
+  pageOfList,
   pageQuerySchema,
   stringArray,
 } from "./schemas.ts";
@@ -134,8 +137,10 @@ export const agentsRoutes: FastifyPluginAsync<{ services: Services }> = async (a
     };
   });
 
-  app.get<{ Params: AgentParams }>("/:agent_id/core-memory/blocks", async (req) =>
-    (await agents.get(req.params.agent_id)).blocks.map(presentBlock),
+  app.get<{ Params: AgentParams; Querystring: CursorQueryString }>(
+    "/:agent_id/core-memory/blocks",
+    { schema: { querystring: cursorQuerySchema } },
+    async (req) => pageOfList((await agents.get(req.params.agent_id)).blocks, req.query).map(presentBlock),
   );
 
   app.get<{ Params: AgentParams & { block_label: string } }>(
@@ -163,7 +168,9 @@ export const agentsRoutes: FastifyPluginAsync<{ services: Services }> = async (a
     );
   }
 
-  app.get<{ Params: AgentParams }>("/:agent_id/tools", async (req) =>
-    (await agents.get(req.params.agent_id)).tools.map(presentTool),
+  app.get<{ Params: AgentParams; Querystring: CursorQueryString }>(
+    "/:agent_id/tools",
+    { schema: { querystring: cursorQuerySchema } },
+    async (req) => pageOfList((await agents.get(req.params.agent_id)).tools, req.query).map(presentTool),
   );
 };

@@ -19,6 +19,7 @@ import type { Runtime } from "../runtime/runtime.ts";
 import type { CustomTools } from "../tools/custom/service.ts";
 import type { McpService } from "../tools/mcp/service.ts";
 import type { ToolService } from "../tools/tool-service.ts";
+import { agentFilesRoutes } from "./agent-files.ts";
 import { agentsRoutes } from "./agents.ts";
 import { archivalAgentRoutes, archivesRoutes, passagesRoutes } from "./archival.ts";
 import { blocksRoutes } from "./blocks.ts";
@@ -122,6 +123,7 @@ export function buildApp(services: Services, options: AppOptions = {}): FastifyI
   app.register(healthRoutes, { services });
   app.register(metricsRoutes, { services });
   app.register(agentsRoutes, { prefix: "/v1/agents", services });
+  app.register(agentFilesRoutes, { prefix: "/v1/agents", services });
   app.register(messagesRoutes, { prefix: "/v1/agents", services });
   app.register(blocksRoutes, { prefix: "/v1/blocks", services });
   app.register(archivalAgentRoutes, { prefix: "/v1/agents", services });

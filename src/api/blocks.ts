@@ -3,7 +3,15 @@ import type { FastifyPluginAsync } from "fastify";
 import type { BlockFields } from "../memory/blocks.ts";
 import type { Services } from "./app.ts";
 import { presentAgent, presentBlock } from "./present.ts";
-import { blockFieldsSchema, type PageQueryString, pageOf, pageQuerySchema } from "./schemas.ts";
+import {
+  blockFieldsSchema,
+  type CursorQueryString,
+  cursorQuerySchema,
+  type PageQueryString,
+  pageOf,
+  pageOfList,
+  pageQuerySchema,
+} from "./schemas.ts";
 
 interface BlockListQueryString extends PageQueryString {
   label?: string;
@@ -87,12 +95,16 @@ export const blocksRoutes: FastifyPluginAsync<{ services: Services }> = async (a
     },
   );
 
-  app.get<{ Params: { block_id: string } }>(
+  app.get<{ Params: { block_id: string }; Querystring: CursorQueryString }>(
     "/:block_id/agents",
-    { schema: { params: idParams } },
+    { schema: { params: idParams, querystring: cursorQuerySchema } },
     async (req) => {
       const ids = await blocks.agentIds(req.params.block_id);
-      const views = await Promise.all(ids.map((id) => agents.get(id)));
+      const page = pageOfList(
+        ids.map((id) => ({ id })),
+        req.query,
+      );
+      const views = await Promise.all(page.map(({ id }) => agents.get(id)));
       return views.map(presentAgent);
     },
   );

@@ -4,7 +4,14 @@ import { toLettaMessages } from "../agent/letta-messages.ts";
 import { notFound } from "../core/errors.ts";
 import type { Services } from "./app.ts";
 import { presentRun } from "./present.ts";
-import { type PageQueryString, pageOf, pageQuerySchema } from "./schemas.ts";
+import {
+  type CursorQueryString,
+  cursorQuerySchema,
+  type PageQueryString,
+  pageOf,
+  pageOfList,
+  pageQuerySchema,
+} from "./schemas.ts";
 
 type RunParams = { run_id: string };
 
@@ -45,21 +52,25 @@ export const runsRoutes: FastifyPluginAsync<{ services: Services }> = async (app
     },
   );
 
-  app.get<{ Params: RunParams }>("/:run_id/steps", async (req) => {
-    await getRun(req.params.run_id);
-    return (await storage.listSteps(req.params.run_id)).map((s) => ({
-      id: s.id,
-      run_id: s.run_id,
-      agent_id: s.agent_id,
-      provider_name: s.provider,
-      model: s.model,
-      stop_reason: s.stop_reason,
-      prompt_tokens: s.usage.prompt_tokens,
-      completion_tokens: s.usage.completion_tokens,
-      total_tokens: s.usage.total_tokens,
-      created_at: new Date(s.created_at_ms).toISOString(),
-    }));
-  });
+  app.get<{ Params: RunParams; Querystring: CursorQueryString }>(
+    "/:run_id/steps",
+    { schema: { querystring: cursorQuerySchema } },
+    async (req) => {
+      await getRun(req.params.run_id);
+      return pageOfList(await storage.listSteps(req.params.run_id), req.query).map((s) => ({
+        id: s.id,
+        run_id: s.run_id,
+        agent_id: s.agent_id,
+        provider_name: s.provider,
+        model: s.model,
+        stop_reason: s.stop_reason,
+        prompt_tokens: s.usage.prompt_tokens,
+        completion_tokens: s.usage.completion_tokens,
+        total_tokens: s.usage.total_tokens,
+        created_at: new Date(s.created_at_ms).toISOString(),
+      }));
+    },
+  );
 
   app.get<{ Params: RunParams }>("/:run_id/usage", async (req) => {
     const run = await getRun(req.params.run_id);

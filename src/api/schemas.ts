@@ -41,3 +41,39 @@ export const blockFieldsSchema = {
   tags: nullable(stringArray),
   project_id: nullable({ type: "string" }),
 } as const;
+
+/** Cursor query for a list already in memory: no default limit, so a plain GET still returns all of it. */
+export const cursorQuerySchema = {
+  type: "object",
+  properties: {
+    limit: { type: "integer", minimum: 1, maximum: PAGE_LIMIT_MAX },
+    after: { type: "string", minLength: 1 },
+    before: { type: "string", minLength: 1 },
+    order: { type: "string", enum: ["asc", "desc"] },
+    order_by: { type: "string" },
+  },
+} as const;
+
+export interface CursorQueryString {
+  limit?: number;
+  after?: string;
+  before?: string;
+  order?: Order;
+}
+
+/**
+ * Letta's cursor pagination over a list held in memory (in its natural order, "asc"). The SDKs
+ * page with `after=<last id>` until a page is empty, so an id past the end (or unknown) gives [].
+ */
+export function pageOfList<T extends { id: string }>(items: T[], q: CursorQueryString): T[] {
+  let out = q.order === "desc" ? [...items].reverse() : items;
+  if (q.after !== undefined) {
+    const i = out.findIndex((x) => x.id === q.after);
+    out = i < 0 ? [] : out.slice(i + 1);
+  }
+  if (q.before !== undefined) {
+    const i = out.findIndex((x) => x.id === q.before);
+    out = i < 0 ? [] : out.slice(q.limit === undefined ? 0 : Math.max(0, i - q.limit), i);
+  }
+  return q.limit === undefined ? out : out.slice(0, q.limit);
+}

@@ -9,6 +9,7 @@ export const ERRORS = {
   RUN_NOT_FOUND: { status: 404, retryable: false },
   VALIDATION: { status: 422, retryable: false },
   BAD_REQUEST: { status: 400, retryable: false },
+  PAYLOAD_TOO_LARGE: { status: 413, retryable: false },
   CONFLICT: { status: 409, retryable: false },
   BLOCK_LIMIT_EXCEEDED: { status: 422, retryable: false },
   BLOCK_READ_ONLY: { status: 403, retryable: false },
