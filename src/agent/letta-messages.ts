@@ -135,7 +135,10 @@ export function toLettaMessages(
         };
         out.push({
           ...base,
-          message_type: message.role === "approval" ? "approval_request_message" : "tool_call_message",
+          message_type:
+            message.role === "approval" || message.pending_tool_call_ids?.includes(call.id) === true
+              ? "approval_request_message"
+              : "tool_call_message",
           tool_call: toolCall,
           tool_calls: [toolCall],
         });

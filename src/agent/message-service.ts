@@ -4,6 +4,7 @@ import { setMaxListeners } from "node:events";
 import type { Env } from "../core/env.ts";
 import { invalidField, KelpieError } from "../core/errors.ts";
 import { newId } from "../core/ids.ts";
+import type { ToolSpec } from "../llm/types.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { MessageContentPart, MessageRecord, RunRecord } from "../storage/types.ts";
 import type { LettaMessageOptions } from "./letta-messages.ts";
@@ -115,13 +116,14 @@ export class MessageService {
       throw invalidField(["body", "messages"], `at most ${INPUT_MESSAGES_MAX} messages per request`);
     }
     const nowMs = this.env.clock.nowMs();
-    return inputs.map((m, i) => {
+    return inputs.flatMap((m, i): MessageRecord[] => {
       const at = locOf(i);
       if (m === null || typeof m !== "object") throw invalidField(at, "must be a message object");
+      if (m.type === "approval") return this.approvalResults(agentId, m, at, runId, nowMs);
       const role = m.role ?? "user";
       if (role !== "user" && role !== "system")
         throw invalidField([...at, "role"], "must be 'user' or 'system'");
-      return {
+      const record: MessageRecord = {
         id: newId("message", this.env.rng),
         agent_id: agentId,
         role,
@@ -138,6 +140,101 @@ export class MessageService {
         group_id: null,
         is_err: null,
         created_at_ms: nowMs,
+      };
+      return [record];
+    });
+  }
+
+  /**
+   * Letta's ApprovalCreate: the client's results for the client-side tool calls the agent made
+   * (`{"type": "tool", tool_call_id, tool_return, status}`), or a refusal to run one
+   * (`{"type": "approval", tool_call_id, approve: false, reason}`). Each becomes a tool result.
+   */
+  private approvalResults(
+    agentId: string,
+    m: MessageCreateInput,
+    at: (string | number)[],
+    runId: string,
+    nowMs: number,
+  ): MessageRecord[] {
+    const approvals = (m as { approvals?: unknown }).approvals;
+    if (!Array.isArray(approvals) || approvals.length === 0) {
+      throw invalidField([...at, "approvals"], "give at least one approval or tool result", "missing");
+    }
+    return approvals.map((a, j): MessageRecord => {
+      const loc = [...at, "approvals", j];
+      if (a === null || typeof a !== "object") throw invalidField(loc, "must be an object");
+      const r = a as Record<string, unknown>;
+      if (typeof r.tool_call_id !== "string" || r.tool_call_id === "") {
+        throw invalidField([...loc, "tool_call_id"], "field required", "missing");
+      }
+      let ok: boolean;
+      let text: string;
+      if (r.type === "approval") {
+        if (r.approve === true) {
+          throw invalidField(
+            [...loc, "approve"],
+            "this server runs no tools that need approval; client tools answer with {type: 'tool', tool_return}",
+          );
+        }
+        ok = false;
+        text = `The user denied this tool call${typeof r.reason === "string" && r.reason ? `: ${r.reason}` : "."}`;
+      } else {
+        if (r.type !== undefined && r.type !== "tool")
+          throw invalidField([...loc, "type"], "must be 'tool' or 'approval'");
+        ok = r.status !== "error";
+        text = typeof r.tool_return === "string" ? r.tool_return : JSON.stringify(r.tool_return ?? null);
+      }
+      const lines = (v: unknown) =>
+        Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : null;
+      return {
+        id: newId("message", this.env.rng),
+        agent_id: agentId,
+        role: "tool",
+        content: [{ type: "text", text: JSON.stringify({ status: ok ? "OK" : "Failed", message: text }) }],
+        name: null,
+        tool_calls: null,
+        tool_call_id: r.tool_call_id,
+        tool_returns: [
+          {
+            tool_call_id: r.tool_call_id,
+            status: ok ? "success" : "error",
+            stdout: lines(r.stdout),
+            stderr: lines(r.stderr),
+          },
+        ],
+        step_id: null,
+        run_id: runId,
+        model: null,
+        otid: typeof m.otid === "string" ? m.otid : null,
+        sender_id: null,
+        group_id: null,
+        is_err: ok ? null : true,
+        created_at_ms: nowMs,
+      };
+    });
+  }
+
+  /** Letta's client_tools: `[{name, description, parameters}]` the client runs itself. */
+  static clientTools(body: SendRequestBody): ToolSpec[] {
+    const given = body.client_tools;
+    if (given === undefined || given === null) return [];
+    if (!Array.isArray(given)) throw invalidField(["body", "client_tools"], "must be a list of tools");
+    return given.map((t, i) => {
+      const loc = ["body", "client_tools", i];
+      if (t === null || typeof t !== "object") throw invalidField(loc, "must be an object");
+      const tool = t as { name?: unknown; description?: unknown; parameters?: unknown };
+      if (typeof tool.name !== "string" || !/^[a-zA-Z0-9_-]{1,64}$/.test(tool.name)) {
+        throw invalidField([...loc, "name"], "must be 1 to 64 letters, digits, '_' or '-'");
+      }
+      const parameters =
+        tool.parameters !== null && typeof tool.parameters === "object"
+          ? (tool.parameters as ToolSpec["parameters"])
+          : { type: "object" as const, properties: {}, required: [] };
+      return {
+        name: tool.name,
+        description: typeof tool.description === "string" ? tool.description : "",
+        parameters,
       };
     });
   }
@@ -169,6 +266,7 @@ export class MessageService {
     const input = this.parseInput(agentId, body, runId, options.senderId);
     const maxSteps = MessageService.maxSteps(body);
     const messageOptions = MessageService.messageOptions(body);
+    const clientTools = MessageService.clientTools(body);
     const controller = new AbortController();
     // Each LLM call of the turn listens on this one signal.
     setMaxListeners(MAX_STEPS_MAX + 16, controller.signal);
@@ -187,6 +285,7 @@ export class MessageService {
         ...(options.onEvent ? { onEvent: options.onEvent } : {}),
         ...(runCreated ? { runCreated } : {}),
         ...(options.conversationId === undefined ? {} : { conversationId: options.conversationId }),
+        ...(clientTools.length > 0 ? { clientTools } : {}),
         requestConfig: { max_steps: maxSteps, use_assistant_message: messageOptions.useAssistantMessage },
       });
     } finally {

@@ -55,6 +55,7 @@ export type StopReason =
   | "llm_api_error"
   | "invalid_tool_call"
   | "cancelled"
+  | "requires_approval"
   | "context_window_overflow_in_system_prompt";
 
 export interface Usage {
@@ -85,6 +86,11 @@ export interface TurnRequest {
   runCreated?: RunRecord;
   /** The conversation whose history this turn extends; the agent's default history when absent. */
   conversationId?: string | undefined;
+  /**
+   * Tools the client runs itself (Letta's client_tools): the model sees them; a call to one ends
+   * the turn with stop reason requires_approval, and the client sends the result back.
+   */
+  clientTools?: ToolSpec[];
   requestConfig?: Record<string, unknown>;
 }
 
@@ -206,6 +212,42 @@ function toolSpecs(tools: ToolRecord[], agentType: string): ToolSpec[] {
     const final = heartbeat ? withHeartbeat(full) : full;
     return [{ name: final.name, description: final.description, parameters: final.parameters }];
   });
+}
+
+/**
+ * Client tool results answer the calls the last assistant message left pending: each must name one
+ * of them, and while any is unanswered the conversation cannot go on with anything else (the model
+ * would see a call without its result). Fills in each result's tool name.
+ */
+function checkApprovals(history: MessageRecord[], input: MessageRecord[]): void {
+  const lastAssistant = [...history].reverse().find((m) => m.role === "assistant" || m.role === "approval");
+  const pendingIds = lastAssistant?.pending_tool_call_ids ?? [];
+  const answered = new Set(
+    history
+      .slice(history.lastIndexOf(lastAssistant!) + 1)
+      .filter((m) => m.role === "tool")
+      .map((m) => m.tool_call_id),
+  );
+  const open = pendingIds.filter((id) => !answered.has(id));
+  const results = input.filter((m) => m.role === "tool");
+  for (const result of results) {
+    if (!open.includes(result.tool_call_id ?? "")) {
+      throw new KelpieError(
+        "VALIDATION",
+        `body.messages: no pending client tool call '${result.tool_call_id}' to approve${open.length > 0 ? ` (pending: ${open.join(", ")})` : ""}`,
+        { issues: [{ loc: ["body", "messages"], msg: "unknown tool_call_id", type: "value_error" }] },
+      );
+    }
+    const call = lastAssistant!.tool_calls?.find((c) => c.id === result.tool_call_id);
+    result.name = call?.function.name ?? result.name;
+  }
+  const missing = open.filter((id) => !results.some((r) => r.tool_call_id === id));
+  if (missing.length > 0) {
+    throw new KelpieError(
+      "CONFLICT",
+      `the agent is waiting for the results of client tool calls ${missing.join(", ")}: send them as an approval message ({"type": "approval", "approvals": [{"type": "tool", "tool_call_id": ..., "tool_return": ..., "status": "success"}]})`,
+    );
+  }
 }
 
 export class TurnRunner {
@@ -432,7 +474,13 @@ export class TurnRunner {
     const conversation = await this.conversationOf(request, agent.id);
     let contextIds = conversation?.in_context_message_ids ?? agent.message_ids;
     let inContext = await this.messageCache.load(env.storage, contextIds);
-    const tools = toolSpecs(view.tools, agent.agent_type);
+    const serverTools = toolSpecs(view.tools, agent.agent_type);
+    const serverNames = new Set(serverTools.map((t) => t.name));
+    const clientOnly = new Set(
+      (request.clientTools ?? []).map((t) => t.name).filter((n) => !serverNames.has(n)),
+    );
+    const tools = [...serverTools, ...(request.clientTools ?? []).filter((t) => clientOnly.has(t.name))];
+    checkApprovals(inContext, pendingInput);
 
     const buildRequest = (history: MessageRecord[]): ChatRequest => ({
       model: llm.model,
@@ -505,7 +553,15 @@ export class TurnRunner {
         { model: llm.model, provider: llm.providerName },
         () =>
           request.streamTokens && request.onEvent
-            ? this.streamCall(llm.provider, chatRequest, request, assistantId, stepId, agent.agent_type)
+            ? this.streamCall(
+                llm.provider,
+                chatRequest,
+                request,
+                assistantId,
+                stepId,
+                agent.agent_type,
+                clientOnly,
+              )
             : llm.provider.complete(chatRequest, request.signal),
         { leaf: true },
       );
@@ -597,7 +653,14 @@ export class TurnRunner {
     let heartbeat = false;
     let failed = false;
     let sentMessage = false;
+    const clientNames = new Set((request.clientTools ?? []).map((t) => t.name));
+    const deferred: string[] = [];
     for (const call of pending.calls) {
+      if (clientNames.has(call.name) && !pending.toolsByName.has(call.name)) {
+        // The client runs it: the turn pauses here until the client sends its result.
+        deferred.push(call.id);
+        continue;
+      }
       if (typeof call.args !== "string" && call.args.request_heartbeat === true) heartbeat = true;
       const output =
         externalOutputs.get(call.id) ?? (await this.runOneTool(call, pending, request, run, memory));
@@ -639,7 +702,9 @@ export class TurnRunner {
     else if (result.toolCalls.length === 0) stop = "end_turn";
     else if (usesHeartbeats(agent.agent_type)) stop = heartbeat || failed ? null : "end_turn";
     else stop = sentMessage && !heartbeat ? "end_turn" : null;
+    if (deferred.length > 0 && stop !== "cancelled") stop = "requires_approval";
     if (stop === null && usage.step_count >= request.maxSteps) stop = "max_steps";
+    if (deferred.length > 0) assistant.pending_tool_call_ids = deferred;
 
     const nowMs = pending.nowMs;
     const conversation = await this.conversationOf(request, agent.id);
@@ -836,6 +901,8 @@ export class TurnRunner {
     assistantId: string,
     stepId: string,
     agentType: string,
+    /** Client tools: their calls stream as approval requests. */
+    clientOnly: Set<string>,
   ): Promise<ChatResult> {
     const emit = request.onEvent!;
     const options = request.messageOptions;
@@ -889,7 +956,9 @@ export class TurnRunner {
               type: "chunk",
               message: {
                 ...base,
-                message_type: "tool_call_message",
+                message_type: clientOnly.has(event.toolName)
+                  ? "approval_request_message"
+                  : "tool_call_message",
                 tool_call: toolCall,
                 tool_calls: [toolCall],
               },
@@ -914,7 +983,7 @@ export class TurnRunner {
               type: "chunk",
               message: {
                 ...base,
-                message_type: "tool_call_message",
+                message_type: clientOnly.has(call.name) ? "approval_request_message" : "tool_call_message",
                 tool_call: toolCall,
                 tool_calls: [toolCall],
               },

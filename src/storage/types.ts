@@ -86,6 +86,8 @@ export interface MessageRecord {
   group_id: string | null;
   /** The conversation the message belongs to; absent for the agent's default conversation. */
   conversation_id?: string | null;
+  /** On an assistant message: its calls to client-side tools, awaiting the client's results. */
+  pending_tool_call_ids?: string[] | null;
   is_err: boolean | null;
   created_at_ms: number;
 }

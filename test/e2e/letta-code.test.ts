@@ -48,7 +48,17 @@ describe("letta-code (headless) against kelpie serve", () => {
   beforeAll(async () => {
     fake = await startFakeLlm();
     fake.script((req) => {
+      const lastMessage = req.messages.at(-1);
+      if (lastMessage?.role === "tool") return { text: `the shell said: ${lastMessage.text.slice(0, 200)}` };
       const last = [...req.messages].reverse().find((m) => m.role === "user")?.text ?? "";
+      // letta-code's own tools are client tools: asking for the shell makes the model call one.
+      if (last.includes("use the shell") && req.tools.some((t) => t.name === "ShellCommand")) {
+        return {
+          toolCalls: [
+            { name: "ShellCommand", args: { command: "echo kelpie-shell-$((40+2))", workdir: "." } },
+          ],
+        };
+      }
       return { text: `kelpie says: ${last.slice(-40)}` };
     });
     server = await startServer({
@@ -96,5 +106,12 @@ describe("letta-code (headless) against kelpie serve", () => {
     const after = (await http(server.url, "GET", `/v1/conversations/?agent_id=${agent!.id}`))
       .body as unknown[];
     expect(after).toHaveLength(2);
+
+    // A client tool: the model calls letta-code's ShellCommand, the server pauses the turn for
+    // approval, letta-code runs the command locally and sends the result back, the model answers.
+    const tool = await letta(["-p", "please use the shell", "--agent", agent!.id], env, work);
+    expect(tool.code, tool.out).toBe(0);
+    expect(tool.out).toContain("the shell said:");
+    expect(tool.out).toContain("kelpie-shell-42");
   }, 120_000);
 });
