@@ -294,7 +294,8 @@ describe("Letta-shaped catalogue", () => {
   });
 
   it("lists embedding models as EmbeddingConfig", () => {
-    expect(listEmbeddingModels(bare)).toEqual([]);
+    // The local model needs no key, so it is always there; OpenAI's models only with a key.
+    expect(listEmbeddingModels(bare).map((e) => e.handle)).toEqual(["kelpie/universal-sentence-encoder"]);
     const embeddings = listEmbeddingModels(llmConfigFromEnv({ OPENAI_API_KEY: "k" }));
     expect(embeddings.find((e) => e.handle === "openai/text-embedding-3-small")).toMatchObject({
       embedding_endpoint_type: "openai",
