@@ -9,6 +9,7 @@ const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   "ops-overhead": async () => (await import("./ops-overhead.ts")).run(),
   "sandbox-start": async () => (await import("./sandbox-start.ts")).run(),
   "dst-throughput": async () => (await import("./dst-throughput.ts")).run(),
+  "archival-search": async () => (await import("./archival-search.ts")).run(),
 };
 
 const name = process.argv[2];
