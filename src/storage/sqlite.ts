@@ -1,9 +1,9 @@
 // The embedded engine: better-sqlite3, WAL, synchronous=FULL by default (a commit is on disk
-// before it is acknowledged). better-sqlite3 is synchronous; the async interface is kept so that
-// every engine is interchangeable.
-import Database from "better-sqlite3";
-import { SQLITE_BUSY_TIMEOUT_MS } from "../core/constants.ts";
-import { invalidField, KelpieError, notFound } from "../core/errors.ts";
+// before it is acknowledged). Reads run on this thread's connection; commits go to a writer thread
+// (sqlite-writer.ts) with its own connection, batched into group commits.
+import { Worker } from "node:worker_threads";
+import type Database from "better-sqlite3";
+import { invalidField, KelpieError } from "../core/errors.ts";
 import { MIGRATIONS } from "./migrations.ts";
 import {
   agentListSql,
@@ -17,6 +17,7 @@ import {
   toolListSql,
 } from "./sql-queries.ts";
 import { SqliteTiers } from "./sqlite-tiers.ts";
+import { type BatchItem, fromWireError, type Outcome, openSqlite, SqliteWriter } from "./sqlite-writer.ts";
 import type {
   AgentListQuery,
   AgentRecord,
@@ -40,24 +41,24 @@ import type {
 type StoredAgent = Omit<AgentRecord, "block_ids" | "tool_ids">;
 type Statement = Database.Statement<unknown[], unknown>;
 
-/** A write waiting for the next group commit: a commit, or taking an agent's next fencing token. */
-type PendingCommit =
-  | {
-      kind: "commit";
-      mutations: Mutation[];
-      options: CommitOptions | undefined;
-      resolve: (value: unknown) => void;
-      reject: (err: unknown) => void;
-    }
-  | { kind: "fence"; agentId: string; resolve: (value: unknown) => void; reject: (err: unknown) => void };
+interface Pending {
+  item: BatchItem;
+  resolve: (value: unknown) => void;
+  reject: (err: unknown) => void;
+}
 
 export interface SqliteOptions {
   path: string;
   synchronous?: "full" | "normal";
+  /**
+   * Where commits are applied: on a writer thread with its own connection (the default: the fsync
+   * of a group commit does not stall the event loop), or inline on this thread.
+   */
+  writer?: "thread" | "inline";
 }
 
-const SQLITE_CACHE_KIB = 64 * 1024;
-const SQLITE_WAL_CHECKPOINT_PAGES = 10_000;
+/** Commits per batch sent to the writer thread: small enough that answers flow back while it works. */
+const WRITER_BATCH_ITEMS_MAX = 256;
 
 /** Bound on the parsed-tool cache; past it the cache starts over. */
 const TOOLS_PARSED_ENTRIES_MAX = 4_096;
@@ -69,24 +70,21 @@ export class SqliteStorage implements Storage {
   readonly tiers: SqliteTiers;
   private readonly db: Database.Database;
   private readonly statements = new Map<string, Statement>();
+  private readonly options: SqliteOptions;
+  private readonly pending: Pending[] = [];
+  /** Batches posted to the writer and not yet answered, by id (it applies them in order). */
+  private readonly inFlight = new Map<number, Pending[]>();
+  private worker: Worker | null = null;
+  private inline: SqliteWriter | null = null;
+  private broken: Error | null = null;
+  private batchId = 0;
+  private flushScheduled = false;
+  private idle: (() => void)[] = [];
 
   constructor(options: SqliteOptions) {
-    this.db = new Database(options.path);
-    this.db.pragma("journal_mode = WAL");
-    this.db.pragma(`synchronous = ${options.synchronous === "normal" ? "NORMAL" : "FULL"}`);
-    this.db.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
-    this.db.pragma("foreign_keys = ON");
-    // A page cache that holds the working set, and checkpoints that run every ~40 MB of WAL rather
-    // than every 4 MB: busy servers write a lot per group commit, and each checkpoint costs an fsync.
-    this.db.pragma(`cache_size = -${SQLITE_CACHE_KIB}`);
-    this.db.pragma(`wal_autocheckpoint = ${SQLITE_WAL_CHECKPOINT_PAGES}`);
+    this.options = options;
+    this.db = openSqlite(options.path, options.synchronous);
     this.tiers = new SqliteTiers(this.db);
-    this.transactionOfBatch = this.db.transaction(
-      (batch: PendingCommit[], outcomes: { ok: boolean; value: unknown }[]) => this.runBatch(batch, outcomes),
-    );
-    this.commitOne = this.db.transaction((mutations: Mutation[], options: CommitOptions | undefined) =>
-      this.runOne(mutations, options),
-    );
   }
 
   /** A statement prepared once per SQL text. */
@@ -119,358 +117,119 @@ export class SqliteStorage implements Storage {
     }
   }
 
+  /** Waits for every acknowledged-to-be write, stops the writer, closes the connection. */
   async close(): Promise<void> {
-    this.flush();
+    while (this.pending.length > 0 || this.inFlight.size > 0) {
+      await new Promise<void>((resolve) => {
+        this.idle.push(resolve);
+        this.flush();
+      });
+    }
+    const worker = this.worker;
+    this.worker = null;
+    if (worker !== null) await worker.terminate();
     if (this.db.open) this.db.close();
   }
 
   /**
-   * Group commit: commits issued in the same turn of the event loop share one transaction (one
-   * fsync), each inside its own savepoint, so one failing commit rolls back alone. Each caller is
-   * answered only after the shared transaction is durable.
+   * Group commit: commits issued while the previous batch is being made durable (or in the same
+   * turn of the event loop) share one transaction and one fsync, each in its own savepoint, so one
+   * failing commit rolls back alone. Each caller is answered only after its batch is durable.
    */
   commit(mutations: Mutation[], options?: CommitOptions): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.enqueue({ kind: "commit", mutations, options, resolve: () => resolve(), reject });
+      this.enqueue({ kind: "commit", mutations, options }, () => resolve(), reject);
     });
-  }
-
-  private enqueue(item: PendingCommit): void {
-    this.pending.push(item);
-    if (this.pending.length === 1) setImmediate(() => this.flush());
-  }
-
-  private flush(): void {
-    const batch = this.pending.splice(0);
-    if (batch.length === 0) return;
-    if (!this.db.open) {
-      for (const item of batch)
-        item.reject(new KelpieError("STORAGE_UNAVAILABLE", "the SQLite database is closed"));
-      return;
-    }
-    const outcomes: { ok: boolean; value: unknown }[] = [];
-    try {
-      this.transactionOfBatch(batch, outcomes);
-    } catch (err) {
-      for (const item of batch) item.reject(err);
-      return;
-    }
-    batch.forEach((item, i) => {
-      const outcome = outcomes[i]!;
-      if (outcome.ok) item.resolve(outcome.value);
-      else item.reject(outcome.value);
-    });
-  }
-
-  private readonly pending: PendingCommit[] = [];
-
-  private readonly transactionOfBatch: (
-    batch: PendingCommit[],
-    outcomes: { ok: boolean; value: unknown }[],
-  ) => void;
-  private readonly commitOne: (mutations: Mutation[], options: CommitOptions | undefined) => void;
-
-  private runBatch(batch: PendingCommit[], outcomes: { ok: boolean; value: unknown }[]): void {
-    for (const item of batch) {
-      try {
-        if (item.kind === "fence") {
-          outcomes.push({ ok: true, value: this.nextFence(item.agentId) });
-        } else {
-          this.commitOne(item.mutations, item.options);
-          outcomes.push({ ok: true, value: undefined });
-        }
-      } catch (err) {
-        outcomes.push({ ok: false, value: err });
-      }
-    }
-  }
-
-  /** One commit; run inside the batch's transaction it is a savepoint (better-sqlite3 nests them so). */
-  private runOne(mutations: Mutation[], options: CommitOptions | undefined): void {
-    const fence = options?.fence;
-    if (fence !== undefined) {
-      const row = this.sql("SELECT token FROM agent_fences WHERE agent_id = ?").get(fence.agent_id) as
-        | { token: number }
-        | undefined;
-      const stored = row?.token ?? 0;
-      if (stored !== fence.token) {
-        throw new KelpieError(
-          "FENCED",
-          `agent ${fence.agent_id}: fencing token ${fence.token} is stale (current ${stored})`,
-        );
-      }
-    }
-    for (const m of mutations) this.apply(m);
-  }
-
-  /** Runs a write whose foreign key names an agent; a missing agent is AGENT_NOT_FOUND. */
-  private withAgentKey(agentId: string, write: () => unknown): void {
-    try {
-      write();
-    } catch (err) {
-      if ((err as { code?: string }).code === "SQLITE_CONSTRAINT_FOREIGNKEY")
-        throw notFound("agent", agentId);
-      throw err;
-    }
-  }
-
-  private exists(table: "agents" | "blocks" | "tools" | "messages" | "runs", id: string): boolean {
-    return this.sql(`SELECT 1 FROM ${table} WHERE id = ?`).get(id) !== undefined;
-  }
-
-  private apply(m: Mutation): void {
-    switch (m.op) {
-      case "put_agent": {
-        const a = m.agent;
-        const doc = JSON.stringify(a);
-        if (m.create) {
-          if (this.exists("agents", a.id)) throw new KelpieError("CONFLICT", `agent ${a.id} already exists`);
-          this.sql(
-            "INSERT INTO agents (id, name, created_at_ms, updated_at_ms, doc) VALUES (?, ?, ?, ?, ?)",
-          ).run(a.id, a.name, a.created_at_ms, a.updated_at_ms, doc);
-        } else {
-          const { changes } = this.sql(
-            "UPDATE agents SET name = ?, created_at_ms = ?, updated_at_ms = ?, doc = ? WHERE id = ?",
-          ).run(a.name, a.created_at_ms, a.updated_at_ms, doc, a.id);
-          if (changes === 0) throw notFound("agent", a.id);
-          const stored = this.sql("SELECT tag FROM agent_tags WHERE agent_id = ? ORDER BY tag")
-            .pluck()
-            .all(a.id);
-          if (JSON.stringify(stored) === JSON.stringify([...new Set(a.tags)].sort())) return;
-          this.sql("DELETE FROM agent_tags WHERE agent_id = ?").run(a.id);
-        }
-        const insertTag = this.sql("INSERT OR IGNORE INTO agent_tags (agent_id, tag) VALUES (?, ?)");
-        for (const tag of a.tags) insertTag.run(a.id, tag);
-        return;
-      }
-      case "delete_agent": {
-        const { changes } = this.sql("DELETE FROM agents WHERE id = ?").run(m.agent_id);
-        if (changes === 0) throw notFound("agent", m.agent_id);
-        this.sql("DELETE FROM agent_fences WHERE agent_id = ?").run(m.agent_id);
-        return;
-      }
-      case "put_block": {
-        const b = m.block;
-        const row = this.sql("SELECT version FROM blocks WHERE id = ?").get(b.id) as
-          | { version: number }
-          | undefined;
-        if (m.create && row) throw new KelpieError("CONFLICT", `block ${b.id} already exists`);
-        if (!m.create && !row) throw notFound("block", b.id);
-        if (row && b.version !== row.version + 1) {
-          throw new KelpieError("CONFLICT", `block ${b.id} was changed concurrently`);
-        }
-        const doc = JSON.stringify(b);
-        if (row) {
-          this.sql(
-            "UPDATE blocks SET label = ?, is_template = ?, template_name = ?, version = ?, doc = ? WHERE id = ?",
-          ).run(b.label, b.is_template ? 1 : 0, b.template_name, b.version, doc, b.id);
-        } else {
-          this.sql(
-            "INSERT INTO blocks (id, label, is_template, template_name, version, doc) VALUES (?, ?, ?, ?, ?, ?)",
-          ).run(b.id, b.label, b.is_template ? 1 : 0, b.template_name, b.version, doc);
-        }
-        return;
-      }
-      case "delete_block": {
-        const { changes } = this.sql("DELETE FROM blocks WHERE id = ?").run(m.block_id);
-        if (changes === 0) throw notFound("block", m.block_id);
-        return;
-      }
-      case "put_tool": {
-        const t = m.tool;
-        const exists = this.exists("tools", t.id);
-        if (m.create && exists) throw new KelpieError("CONFLICT", `tool ${t.id} already exists`);
-        if (!m.create && !exists) throw notFound("tool", t.id);
-        // MCP tools keep their servers' names (two servers may both have an "echo"); others are unique.
-        const clash =
-          t.tool_type === "external_mcp"
-            ? undefined
-            : this.sql("SELECT id FROM tools WHERE name = ? AND id <> ? AND tool_type <> 'external_mcp'").get(
-                t.name,
-                t.id,
-              );
-        if (clash !== undefined) throw new KelpieError("CONFLICT", `a tool named '${t.name}' already exists`);
-        const doc = JSON.stringify(t);
-        if (exists) {
-          this.sql("UPDATE tools SET name = ?, tool_type = ?, doc = ? WHERE id = ?").run(
-            t.name,
-            t.tool_type,
-            doc,
-            t.id,
-          );
-        } else {
-          this.sql("INSERT INTO tools (id, name, tool_type, doc) VALUES (?, ?, ?, ?)").run(
-            t.id,
-            t.name,
-            t.tool_type,
-            doc,
-          );
-        }
-        return;
-      }
-      case "delete_tool": {
-        const { changes } = this.sql("DELETE FROM tools WHERE id = ?").run(m.tool_id);
-        if (changes === 0) throw notFound("tool", m.tool_id);
-        return;
-      }
-      case "attach_block":
-      case "detach_block": {
-        if (!this.exists("agents", m.agent_id)) throw notFound("agent", m.agent_id);
-        if (!this.exists("blocks", m.block_id)) throw notFound("block", m.block_id);
-        if (m.op === "attach_block") {
-          this.sql(
-            `INSERT OR IGNORE INTO agent_blocks (agent_id, block_id, position)
-             VALUES (?, ?, (SELECT coalesce(max(position), 0) + 1 FROM agent_blocks WHERE agent_id = ?))`,
-          ).run(m.agent_id, m.block_id, m.agent_id);
-        } else {
-          this.sql("DELETE FROM agent_blocks WHERE agent_id = ? AND block_id = ?").run(
-            m.agent_id,
-            m.block_id,
-          );
-        }
-        return;
-      }
-      case "attach_tool":
-      case "detach_tool": {
-        if (!this.exists("agents", m.agent_id)) throw notFound("agent", m.agent_id);
-        if (!this.exists("tools", m.tool_id)) throw notFound("tool", m.tool_id);
-        if (m.op === "attach_tool") {
-          this.sql(
-            `INSERT OR IGNORE INTO agent_tools (agent_id, tool_id, position)
-             VALUES (?, ?, (SELECT coalesce(max(position), 0) + 1 FROM agent_tools WHERE agent_id = ?))`,
-          ).run(m.agent_id, m.tool_id, m.agent_id);
-        } else {
-          this.sql("DELETE FROM agent_tools WHERE agent_id = ? AND tool_id = ?").run(m.agent_id, m.tool_id);
-        }
-        return;
-      }
-      case "put_message": {
-        const msg = m.message;
-        // One upsert; the foreign key rejects a message for a missing agent.
-        this.withAgentKey(msg.agent_id, () =>
-          this.sql(
-            `INSERT INTO messages (id, agent_id, run_id, created_at_ms, doc) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET agent_id = excluded.agent_id, run_id = excluded.run_id,
-               created_at_ms = excluded.created_at_ms, doc = excluded.doc`,
-          ).run(msg.id, msg.agent_id, msg.run_id, msg.created_at_ms, JSON.stringify(msg)),
-        );
-        return;
-      }
-      case "put_run": {
-        const run = m.run;
-        this.withAgentKey(run.agent_id, () =>
-          this.sql(
-            "INSERT INTO runs (id, agent_id, doc) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
-          ).run(run.id, run.agent_id, JSON.stringify(run)),
-        );
-        return;
-      }
-      case "put_step": {
-        const step = m.step;
-        this.withAgentKey(step.agent_id, () =>
-          this.sql(
-            "INSERT INTO steps (id, run_id, agent_id, doc) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
-          ).run(step.id, step.run_id, step.agent_id, JSON.stringify(step)),
-        );
-        return;
-      }
-      case "put_mcp_server": {
-        const server = m.server;
-        const exists = this.sql("SELECT 1 FROM mcp_servers WHERE id = ?").get(server.id) !== undefined;
-        if (m.create && exists) throw new KelpieError("CONFLICT", `MCP server ${server.id} already exists`);
-        if (!m.create && !exists) throw new KelpieError("NOT_FOUND", `MCP server ${server.id} not found`);
-        const clash = this.sql("SELECT 1 FROM mcp_servers WHERE server_name = ? AND id <> ?").get(
-          server.server_name,
-          server.id,
-        );
-        if (clash !== undefined) {
-          throw new KelpieError("CONFLICT", `an MCP server named '${server.server_name}' already exists`);
-        }
-        const doc = JSON.stringify(server);
-        if (exists) {
-          this.sql("UPDATE mcp_servers SET server_name = ?, doc = ? WHERE id = ?").run(
-            server.server_name,
-            doc,
-            server.id,
-          );
-        } else {
-          this.sql("INSERT INTO mcp_servers (id, server_name, doc) VALUES (?, ?, ?)").run(
-            server.id,
-            server.server_name,
-            doc,
-          );
-        }
-        return;
-      }
-      case "delete_mcp_server": {
-        const { changes } = this.sql("DELETE FROM mcp_servers WHERE id = ?").run(m.server_id);
-        if (changes === 0) throw new KelpieError("NOT_FOUND", `MCP server ${m.server_id} not found`);
-        return;
-      }
-      case "put_api_key": {
-        const clash = this.sql("SELECT 1 FROM api_keys WHERE key_sha256 = ?").get(m.key.key_sha256);
-        if (clash !== undefined) throw new KelpieError("CONFLICT", "this API key already exists");
-        this.sql("INSERT INTO api_keys (id, key_sha256, doc) VALUES (?, ?, ?)").run(
-          m.key.id,
-          m.key.key_sha256,
-          JSON.stringify(m.key),
-        );
-        return;
-      }
-      case "put_conversation": {
-        const c = m.conversation;
-        const exists = this.sql("SELECT 1 FROM conversations WHERE id = ?").get(c.id) !== undefined;
-        if (m.create && exists) throw new KelpieError("CONFLICT", `conversation ${c.id} already exists`);
-        if (!m.create && !exists) throw new KelpieError("NOT_FOUND", `Conversation ${c.id} not found`);
-        if (exists) {
-          this.sql("UPDATE conversations SET doc = ? WHERE id = ?").run(JSON.stringify(c), c.id);
-        } else {
-          this.withAgentKey(c.agent_id, () =>
-            this.sql("INSERT INTO conversations (id, agent_id, doc) VALUES (?, ?, ?)").run(
-              c.id,
-              c.agent_id,
-              JSON.stringify(c),
-            ),
-          );
-        }
-        return;
-      }
-      case "delete_conversation": {
-        const { changes } = this.sql("DELETE FROM conversations WHERE id = ?").run(m.conversation_id);
-        if (changes === 0) throw new KelpieError("NOT_FOUND", `Conversation ${m.conversation_id} not found`);
-        return;
-      }
-      case "put_audit": {
-        this.sql("INSERT INTO audit_log (id, at_ms, doc) VALUES (?, ?, ?)").run(
-          m.entry.id,
-          m.entry.at_ms,
-          JSON.stringify(m.entry),
-        );
-        return;
-      }
-      case "delete_agent_messages": {
-        const keep = JSON.stringify(m.except_ids);
-        this.sql(
-          "DELETE FROM messages WHERE agent_id = ? AND id NOT IN (SELECT value FROM json_each(?))",
-        ).run(m.agent_id, keep);
-        return;
-      }
-    }
   }
 
   /** Fence tokens ride the group commit too: an activation storm costs one fsync, not one each. */
   acquireFence(agentId: string): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.enqueue({ kind: "fence", agentId, resolve: resolve as (value: unknown) => void, reject });
+      this.enqueue({ kind: "fence", agentId }, resolve as (value: unknown) => void, reject);
     });
   }
 
-  private nextFence(agentId: string): number {
-    const row = this.sql(
-      `INSERT INTO agent_fences (agent_id, token) VALUES (?, 1)
-       ON CONFLICT (agent_id) DO UPDATE SET token = token + 1 RETURNING token`,
-    ).get(agentId) as { token: number };
-    return row.token;
+  private enqueue(item: BatchItem, resolve: (value: unknown) => void, reject: (err: unknown) => void): void {
+    this.pending.push({ item, resolve, reject });
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => {
+        this.flushScheduled = false;
+        this.flush();
+      });
+    }
+  }
+
+  private flush(): void {
+    if (this.pending.length === 0) {
+      if (this.inFlight.size === 0) this.settleIdle();
+      return;
+    }
+    const batch = this.pending.splice(
+      0,
+      this.options.writer === "inline" ? this.pending.length : WRITER_BATCH_ITEMS_MAX,
+    );
+    if (!this.db.open || this.broken !== null) {
+      const err = new KelpieError(
+        "STORAGE_UNAVAILABLE",
+        this.broken ? `the SQLite writer failed: ${this.broken.message}` : "the SQLite database is closed",
+      );
+      for (const p of batch) p.reject(err);
+      this.settleIdle();
+      return;
+    }
+    if (this.options.writer === "inline") {
+      this.inline ??= new SqliteWriter(this.db);
+      this.settle(batch, this.inline.runBatch(batch.map((p) => p.item)));
+      return;
+    }
+    // Post at once, even while earlier batches are being applied: the writer works through them in
+    // order while this thread goes on with the agents whose commits are already durable.
+    const id = ++this.batchId;
+    this.inFlight.set(id, batch);
+    const worker = this.startWorker();
+    worker.ref();
+    worker.postMessage({ id, batch: batch.map((p) => p.item) });
+    // The rest goes in further batches: the first agents get their answers (and go on to their next
+    // step) while the writer applies the others, instead of everyone waiting for one big batch.
+    if (this.pending.length > 0) this.flush();
+  }
+
+  private settle(batch: Pending[], outcomes: Outcome[]): void {
+    batch.forEach((p, i) => {
+      const outcome = outcomes[i]!;
+      if (outcome.ok) p.resolve(outcome.value);
+      else p.reject(fromWireError(outcome.error));
+    });
+    this.flush();
+  }
+
+  private settleIdle(): void {
+    for (const resolve of this.idle.splice(0)) resolve();
+  }
+
+  private startWorker(): Worker {
+    if (this.worker !== null) return this.worker;
+    const worker = new Worker(new URL("./sqlite-writer-worker.mjs", import.meta.url), {
+      workerData: { path: this.options.path, synchronous: this.options.synchronous },
+    });
+    worker.on("message", (message: { id: number; outcomes: Outcome[] }) => {
+      const batch = this.inFlight.get(message.id) ?? [];
+      this.inFlight.delete(message.id);
+      if (this.inFlight.size === 0) worker.unref();
+      this.settle(batch, message.outcomes);
+    });
+    worker.on("error", (err) => {
+      // The writer is gone: nothing in flight is known to be durable, and nothing more can be.
+      this.broken = err;
+      const batch = [...this.inFlight.values()].flat();
+      this.inFlight.clear();
+      const failure = new KelpieError("STORAGE_UNAVAILABLE", `the SQLite writer failed: ${err.message}`);
+      for (const p of [...batch, ...this.pending.splice(0)]) p.reject(failure);
+      this.settleIdle();
+    });
+    this.worker = worker;
+    return worker;
   }
 
   async currentFence(agentId: string): Promise<number> {
