@@ -79,13 +79,18 @@ const USAGE = `kelpie ${KELPIE_VERSION}
 usage: kelpie serve                    start the server (see README for configuration)
        kelpie keys create [--name N]   create an API key (printed once; stored hashed)
        kelpie keys list                list API keys (ids and names)
-       kelpie dst [--seeds N]          deterministic simulation (DST_SEED=n replays one seed)`;
+       kelpie dst [--seeds N]          deterministic simulation (DST_SEED=n replays one seed)
+       kelpie chat [--url U] [--agent ID|NAME] [--new] [--model M]
+                                       chat with an agent in the terminal (kelpie chat --help)`;
 
 const [command] = process.argv.slice(2);
 try {
   if (command === "serve") await serve();
   else if (command === "keys") process.exitCode = await keysCommand(process.argv.slice(3));
-  else if (command === "dst") {
+  else if (command === "chat") {
+    const { chatCommand } = await import("./chat.ts");
+    process.exitCode = await chatCommand(process.argv.slice(3));
+  } else if (command === "dst") {
     const { dstCommand } = await import("../dst/main.ts");
     process.exitCode = await dstCommand(process.argv.slice(3));
   } else if (command === "--version" || command === "version") console.log(KELPIE_VERSION);

@@ -57,6 +57,9 @@ export interface SqliteOptions {
   writer?: "thread" | "inline";
 }
 
+/** Batches up to this size are applied on this thread when the writer thread is idle. */
+const INLINE_BATCH_ITEMS_MAX = 4;
+
 /** Commits per batch sent to the writer thread: small enough that answers flow back while it works. */
 const WRITER_BATCH_ITEMS_MAX = 256;
 
@@ -178,7 +181,10 @@ export class SqliteStorage implements Storage {
       this.settleIdle();
       return;
     }
-    if (this.options.writer === "inline") {
+    // A small batch with the writer idle is applied right here: a lone request pays no thread hop.
+    // (The writer holds no lock when it has nothing in flight, so the two connections never wait.)
+    const small = this.inFlight.size === 0 && batch.length <= INLINE_BATCH_ITEMS_MAX;
+    if (this.options.writer === "inline" || small) {
       this.inline ??= new SqliteWriter(this.db);
       this.settle(batch, this.inline.runBatch(batch.map((p) => p.item)));
       return;
