@@ -186,32 +186,46 @@ function packToolReturn(ok: boolean, value: string, nowMs: number): string {
   });
 }
 
+/** A tool's spec, per stored record (engines hand out the same record object until the row changes). */
+const toolSpecCache = new WeakMap<ToolRecord, { plain?: ToolSpec[]; heartbeat?: ToolSpec[] }>();
+
 function toolSpecs(tools: ToolRecord[], agentType: string): ToolSpec[] {
   const heartbeat = usesHeartbeats(agentType);
   return tools.flatMap((tool) => {
-    const schema = tool.json_schema as {
-      name?: string;
-      description?: string;
-      parameters?: Record<string, unknown>;
-    } | null;
-    if (schema === null || typeof schema !== "object") return [];
-    const parameters = (schema.parameters ?? { type: "object", properties: {}, required: [] }) as {
-      type: "object";
-      properties: Record<string, unknown>;
-      required: string[];
-    };
-    const full = {
-      name: tool.name,
-      description: schema.description ?? tool.description ?? "",
-      parameters: {
-        ...parameters,
-        properties: parameters.properties ?? {},
-        required: parameters.required ?? [],
-      },
-    };
-    const final = heartbeat ? withHeartbeat(full) : full;
-    return [{ name: final.name, description: final.description, parameters: final.parameters }];
+    let cached = toolSpecCache.get(tool);
+    if (cached === undefined) {
+      cached = {};
+      toolSpecCache.set(tool, cached);
+    }
+    const key = heartbeat ? "heartbeat" : "plain";
+    cached[key] ??= toolSpec(tool, heartbeat);
+    return cached[key];
   });
+}
+
+function toolSpec(tool: ToolRecord, heartbeat: boolean): ToolSpec[] {
+  const schema = tool.json_schema as {
+    name?: string;
+    description?: string;
+    parameters?: Record<string, unknown>;
+  } | null;
+  if (schema === null || typeof schema !== "object") return [];
+  const parameters = (schema.parameters ?? { type: "object", properties: {}, required: [] }) as {
+    type: "object";
+    properties: Record<string, unknown>;
+    required: string[];
+  };
+  const full = {
+    name: tool.name,
+    description: schema.description ?? tool.description ?? "",
+    parameters: {
+      ...parameters,
+      properties: parameters.properties ?? {},
+      required: parameters.required ?? [],
+    },
+  };
+  const final = heartbeat ? withHeartbeat(full) : full;
+  return [{ name: final.name, description: final.description, parameters: final.parameters }];
 }
 
 /**
@@ -248,6 +262,26 @@ function checkApprovals(history: MessageRecord[], input: MessageRecord[]): void 
       `the agent is waiting for the results of client tool calls ${missing.join(", ")}: send them as an approval message ({"type": "approval", "approvals": [{"type": "tool", "tool_call_id": ..., "tool_return": ..., "status": "success"}]})`,
     );
   }
+}
+
+/** Bytes a message's role, ids and separators may take beyond its text, in any provider's encoding. */
+const MESSAGE_FRAMING_CHARS_MAX = 64;
+const UTF8_BYTES_PER_UTF16_UNIT_MAX = 3;
+
+/** Serialized size of each tool spec, kept per spec object (specs are rebuilt only when tools change). */
+const toolSpecBytesCache = new WeakMap<object, number>();
+
+function toolSpecsBytes(tools: ToolSpec[]): number {
+  let total = 0;
+  for (const t of tools) {
+    let bytes = toolSpecBytesCache.get(t.parameters);
+    if (bytes === undefined) {
+      bytes = Buffer.byteLength(JSON.stringify(t.parameters));
+      toolSpecBytesCache.set(t.parameters, bytes);
+    }
+    total += bytes + UTF8_BYTES_PER_UTF16_UNIT_MAX * (t.name.length + t.description.length);
+  }
+  return total;
 }
 
 export class TurnRunner {
@@ -507,12 +541,22 @@ export class TurnRunner {
         messages: req.messages,
         tools: req.tools,
       }).totalTokens;
-    // A BPE token covers at least one UTF-8 byte, so the byte count bounds the token count: the
-    // tokenizer only runs when the prompt could be near the window.
-    const bytesBound = (req: ChatRequest) =>
-      Buffer.byteLength(req.system) +
-      Buffer.byteLength(JSON.stringify(req.messages)) +
-      Buffer.byteLength(JSON.stringify(req.tools));
+    // A BPE token covers at least one UTF-8 byte, and a UTF-16 unit is at most 3 UTF-8 bytes: so
+    // 3 × the characters (plus room for each message's framing) bounds the token count, and the
+    // tokenizer only runs when the prompt could be near the window. No serialization per step.
+    const bytesBound = (req: ChatRequest) => {
+      let chars = req.system.length;
+      for (const m of req.messages) {
+        chars += MESSAGE_FRAMING_CHARS_MAX;
+        if (m.role === "tool") chars += m.content.length + m.toolName.length + m.toolCallId.length;
+        else chars += m.text.length;
+        if (m.role === "assistant") {
+          for (const c of m.toolCalls)
+            chars += c.argsJson.length + c.name.length + c.id.length + MESSAGE_FRAMING_CHARS_MAX;
+        }
+      }
+      return UTF8_BYTES_PER_UTF16_UNIT_MAX * chars + toolSpecsBytes(req.tools);
+    };
     let promptTokens =
       bytesBound(chatRequest) <= llm.contextWindow * CONTEXT_SUMMARIZE_AT_FRACTION ? 0 : count(chatRequest);
     if (promptTokens > llm.contextWindow * CONTEXT_SUMMARIZE_AT_FRACTION && inContext.length > 1) {
