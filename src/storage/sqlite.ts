@@ -202,6 +202,13 @@ export class SqliteStorage implements Storage {
   }
 
   private settle(batch: Pending[], outcomes: Outcome[]): void {
+    for (const p of batch) {
+      if (p.item.kind !== "commit") continue;
+      for (const m of p.item.mutations) {
+        if (m.op === "put_tool") this.toolsById.delete(m.tool.id);
+        else if (m.op === "delete_tool") this.toolsById.delete(m.tool_id);
+      }
+    }
     batch.forEach((p, i) => {
       const outcome = outcomes[i]!;
       if (outcome.ok) p.resolve(outcome.value);
@@ -246,13 +253,17 @@ export class SqliteStorage implements Storage {
   }
 
   private relations(agentId: string): { block_ids: string[]; tool_ids: string[] } {
-    const blocks = this.sql("SELECT block_id FROM agent_blocks WHERE agent_id = ? ORDER BY position")
-      .pluck()
-      .all(agentId) as string[];
-    const tools = this.sql("SELECT tool_id FROM agent_tools WHERE agent_id = ? ORDER BY position")
-      .pluck()
-      .all(agentId) as string[];
-    return { block_ids: blocks, tool_ids: tools };
+    // One statement for both relations (an agent is read on every step).
+    const rows = this.sql(
+      `SELECT 0 AS kind, block_id AS id, position FROM agent_blocks WHERE agent_id = ?
+       UNION ALL SELECT 1, tool_id, position FROM agent_tools WHERE agent_id = ? ORDER BY kind, position`,
+    )
+      .raw()
+      .all(agentId, agentId) as [number, string, number][];
+    const block_ids: string[] = [];
+    const tool_ids: string[] = [];
+    for (const [kind, id] of rows) (kind === 0 ? block_ids : tool_ids).push(id);
+    return { block_ids, tool_ids };
   }
 
   private assemble(stored: StoredAgent): AgentRecord {
@@ -363,8 +374,25 @@ export class SqliteStorage implements Storage {
     return row === undefined ? null : parse<ToolRecord>(row);
   }
 
+  /**
+   * Tools are read on every step and rarely change: records stay here by id until a commit that
+   * writes or deletes them is acknowledged (reads are synchronous, so none can straddle that).
+   */
+  private readonly toolsById = new Map<string, ToolRecord>();
+
   async getTools(ids: string[]): Promise<ToolRecord[]> {
-    return this.byIds<ToolRecord>("tools", ids);
+    let missing: string[] | undefined;
+    for (const id of ids) if (!this.toolsById.has(id)) (missing ??= []).push(id);
+    if (missing !== undefined) {
+      if (this.toolsById.size + missing.length > TOOLS_PARSED_ENTRIES_MAX) this.toolsById.clear();
+      for (const tool of this.byIds<ToolRecord>("tools", missing)) this.toolsById.set(tool.id, tool);
+    }
+    const out: ToolRecord[] = [];
+    for (const id of ids) {
+      const tool = this.toolsById.get(id);
+      if (tool !== undefined) out.push(tool);
+    }
+    return out;
   }
 
   async listTools(query: ToolListQuery): Promise<ToolRecord[]> {
