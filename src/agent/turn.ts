@@ -440,21 +440,26 @@ export class TurnRunner {
     const output =
       typeof call.args === "string"
         ? { ok: false, value: `Error: ${call.name} ${call.args}` }
-        : await telemetry.span("tool.run", { tool: call.name }, () =>
-            runToolCall(
-              call.name,
-              call.args as Record<string, unknown>,
-              {
-                env,
-                agentId: request.agentId,
-                runId: run.id,
-                memory,
-                tool,
-                signal: request.signal,
-                callDepth: request.callDepth ?? 0,
-              },
-              this.deps.toolRunners,
-            ),
+        : await telemetry.span(
+            "tool.run",
+            { tool: call.name },
+            () =>
+              runToolCall(
+                call.name,
+                call.args as Record<string, unknown>,
+                {
+                  env,
+                  agentId: request.agentId,
+                  runId: run.id,
+                  memory,
+                  tool,
+                  signal: request.signal,
+                  callDepth: request.callDepth ?? 0,
+                },
+                this.deps.toolRunners,
+              ),
+            // Tools run inside the turn make no spans of their own; others (other agents) may.
+            { leaf: isInTurnTool(call.name) },
           );
     telemetry.toolRun({
       tool: call.name,

@@ -38,29 +38,51 @@ export class ApiKeys {
     }));
   }
 
-  private async refresh(): Promise<void> {
-    if (this.clock.monotonicMs() - this.refreshedAtMs < API_KEYS_REFRESH_INTERVAL_MS) return;
-    this.refreshedAtMs = this.clock.monotonicMs();
-    this.stored = (await this.storage.listApiKeys()).map((k) => ({
-      id: k.id,
-      hash: Buffer.from(k.key_sha256, "hex"),
-    }));
+  private refreshing: Promise<void> | null = null;
+
+  private stale(): boolean {
+    return this.clock.monotonicMs() - this.refreshedAtMs >= API_KEYS_REFRESH_INTERVAL_MS;
   }
 
-  async enabled(): Promise<boolean> {
-    await this.refresh();
+  /** Re-reads stored keys when the copy here is older than the refresh interval. */
+  refreshIfStale(): Promise<void> {
+    if (!this.stale()) return Promise.resolve();
+    this.refreshing ??= (async () => {
+      try {
+        const rows = await this.storage.listApiKeys();
+        this.stored = rows.map((k) => ({ id: k.id, hash: Buffer.from(k.key_sha256, "hex") }));
+        this.refreshedAtMs = this.clock.monotonicMs();
+      } finally {
+        this.refreshing = null;
+      }
+    })();
+    return this.refreshing;
+  }
+
+  /** Whether the stored keys were read at least once (until then, requests wait for them). */
+  get loaded(): boolean {
+    return this.refreshedAtMs !== Number.NEGATIVE_INFINITY;
+  }
+
+  /** Whether any key is known: with none, the server is open. */
+  get enabled(): boolean {
     return this.configured.length + this.stored.length > 0;
   }
 
-  /** The id of the key, or null. Every known hash is compared, each in constant time. */
-  async verify(presented: string): Promise<string | null> {
-    await this.refresh();
+  /** The id of the key among those known here, or null. Every hash is compared, each in constant time. */
+  knownId(presented: string): string | null {
     const hash = Buffer.from(sha256Hex(presented), "hex");
     let found: string | null = null;
-    for (const key of [...this.configured, ...this.stored]) {
-      if (timingSafeEqual(hash, key.hash) && found === null) found = key.id;
+    for (const list of [this.configured, this.stored]) {
+      for (const key of list) if (timingSafeEqual(hash, key.hash) && found === null) found = key.id;
     }
     return found;
+  }
+
+  /** The id of the key, or null; an unknown key first refreshes the stored ones (if stale). */
+  async verify(presented: string): Promise<string | null> {
+    await this.refreshIfStale();
+    return this.knownId(presented);
   }
 }
 
@@ -134,9 +156,14 @@ export function installSecurity(
     }
     const path = pathOf(req.url);
     const open = AUTH_ALLOWLIST.includes(path) || (config.metricsPublic && path === "/metrics");
-    if (!open && (await keys.enabled())) {
+    // The keys known here answer at once; stored keys are re-read in the background when stale,
+    // and a key not known yet waits for that re-read before it is refused.
+    if (!keys.loaded) await keys.refreshIfStale();
+    else void keys.refreshIfStale().catch(() => {});
+    if (!open && keys.enabled) {
       const key = presentedKey(req);
-      const id = key === undefined || key === "" ? null : await keys.verify(key);
+      let id = key === undefined || key === "" ? null : keys.knownId(key);
+      if (id === null && key !== undefined && key !== "") id = await keys.verify(key);
       if (id === null) {
         return reply.status(401).send({
           detail: "Missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
