@@ -2,7 +2,7 @@
 // generated tsvector with a GIN index for full text; working memory as JSONB per (agent, key).
 import type postgres from "postgres";
 import { invalidField, KelpieError, notFound } from "../core/errors.ts";
-import { archiveListSql, passageListSql, type SqlQuery } from "./sql-queries.ts";
+import { archiveListSql, numbered, passageListSql, type SqlQuery } from "./sql-queries.ts";
 import { bytesVector, passageDoc, passageFromRow, vectorBytes, workingFromRow } from "./sqlite-tiers.ts";
 import {
   type ArchiveListQuery,
@@ -16,11 +16,6 @@ import {
 } from "./types.ts";
 
 type Guard = <T>(fn: () => Promise<T>) => Promise<T>;
-
-function numbered(text: string): string {
-  let n = 0;
-  return text.replace(/\?/g, () => `$${++n}`);
-}
 
 export class PostgresTiers implements MemoryTierStorage {
   constructor(

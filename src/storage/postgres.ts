@@ -12,6 +12,7 @@ import {
   blockListSql,
   conversationListSql,
   messageListSql,
+  numbered,
   runListSql,
   runMessageListSql,
   type SqlQuery,
@@ -47,12 +48,6 @@ export interface PostgresOptions {
 
 /** Advisory lock key that serializes migrations between nodes starting at once. */
 const MIGRATION_LOCK_KEY = 0x6b656c70; // "kelp"
-
-/** `?` placeholders → `$1, $2, ...`. */
-function numbered(text: string): string {
-  let n = 0;
-  return text.replace(/\?/g, () => `$${++n}`);
-}
 
 function isUniqueViolation(err: unknown): boolean {
   return typeof err === "object" && err !== null && (err as { code?: string }).code === "23505";

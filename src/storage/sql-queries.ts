@@ -16,6 +16,12 @@ export interface SqlQuery {
 
 export type Dialect = "sqlite" | "postgres";
 
+/** `?` placeholders → `$1, $2, ...` (PostgreSQL's). */
+export function numbered(text: string): string {
+  let n = 0;
+  return text.replace(/\?/g, () => `$${++n}`);
+}
+
 /** `lower(x) contains lower(?)`, in each dialect. */
 function containsFolded(dialect: Dialect, expr: string): string {
   return dialect === "sqlite"

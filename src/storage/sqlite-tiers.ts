@@ -3,6 +3,7 @@
 import type Database from "better-sqlite3";
 import { invalidField, KelpieError, notFound } from "../core/errors.ts";
 import { archiveListSql, passageListSql } from "./sql-queries.ts";
+import { statementCache } from "./sqlite-writer.ts";
 import {
   type ArchiveListQuery,
   type ArchiveRecord,
@@ -51,17 +52,10 @@ function ftsQuery(text: string): string | null {
 }
 
 export class SqliteTiers implements MemoryTierStorage {
-  private readonly statements = new Map<string, Statement>();
+  private readonly sql: (text: string) => Statement;
 
-  constructor(private readonly db: Database.Database) {}
-
-  private sql(text: string): Statement {
-    let statement = this.statements.get(text);
-    if (statement === undefined) {
-      statement = this.db.prepare(text);
-      this.statements.set(text, statement);
-    }
-    return statement;
+  constructor(private readonly db: Database.Database) {
+    this.sql = statementCache(db);
   }
 
   private archiveExists(id: string): boolean {

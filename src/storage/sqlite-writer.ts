@@ -45,6 +45,19 @@ export function fromWireError(w: WireError): Error {
   return Object.assign(new Error(w.message), { code: w.code });
 }
 
+/** A function that prepares each SQL text once per connection and hands back the same statement. */
+export function statementCache(db: Database.Database): (text: string) => Statement {
+  const statements = new Map<string, Statement>();
+  return (text) => {
+    let statement = statements.get(text);
+    if (statement === undefined) {
+      statement = db.prepare(text);
+      statements.set(text, statement);
+    }
+    return statement;
+  };
+}
+
 /** Opens a connection with the engine's settings (WAL, fsync per commit unless "normal"). */
 export function openSqlite(path: string, synchronous: "full" | "normal" | undefined): Database.Database {
   const db = new Database(path);
@@ -60,11 +73,13 @@ export function openSqlite(path: string, synchronous: "full" | "normal" | undefi
 }
 
 export class SqliteWriter {
-  private readonly statements = new Map<string, Statement>();
+  /** A statement prepared once per SQL text. */
+  private readonly sql: (text: string) => Statement;
   private readonly transactionOfBatch: (batch: BatchItem[], outcomes: Outcome[]) => void;
   private readonly commitOne: (mutations: Mutation[], options: CommitOptions | undefined) => void;
 
   constructor(private readonly db: Database.Database) {
+    this.sql = statementCache(db);
     this.transactionOfBatch = this.db.transaction((batch: BatchItem[], outcomes: Outcome[]) => {
       for (const item of batch) {
         try {
@@ -93,16 +108,6 @@ export class SqliteWriter {
       return batch.map(() => ({ ok: false, error }));
     }
     return outcomes;
-  }
-
-  /** A statement prepared once per SQL text. */
-  private sql(text: string): Statement {
-    let statement = this.statements.get(text);
-    if (statement === undefined) {
-      statement = this.db.prepare(text);
-      this.statements.set(text, statement);
-    }
-    return statement;
   }
 
   /** One commit; run inside the batch's transaction it is a savepoint (better-sqlite3 nests them so). */

@@ -17,7 +17,14 @@ import {
   toolListSql,
 } from "./sql-queries.ts";
 import { SqliteTiers } from "./sqlite-tiers.ts";
-import { type BatchItem, fromWireError, type Outcome, openSqlite, SqliteWriter } from "./sqlite-writer.ts";
+import {
+  type BatchItem,
+  fromWireError,
+  type Outcome,
+  openSqlite,
+  SqliteWriter,
+  statementCache,
+} from "./sqlite-writer.ts";
 import type {
   AgentListQuery,
   AgentRecord,
@@ -72,7 +79,8 @@ export class SqliteStorage implements Storage {
   readonly engine = "sqlite" as const;
   readonly tiers: SqliteTiers;
   private readonly db: Database.Database;
-  private readonly statements = new Map<string, Statement>();
+  /** A statement prepared once per SQL text. */
+  private readonly sql: (text: string) => Statement;
   private readonly options: SqliteOptions;
   private readonly pending: Pending[] = [];
   /** Batches posted to the writer and not yet answered, by id (it applies them in order). */
@@ -87,17 +95,8 @@ export class SqliteStorage implements Storage {
   constructor(options: SqliteOptions) {
     this.options = options;
     this.db = openSqlite(options.path, options.synchronous);
+    this.sql = statementCache(this.db);
     this.tiers = new SqliteTiers(this.db);
-  }
-
-  /** A statement prepared once per SQL text. */
-  private sql(text: string): Statement {
-    let statement = this.statements.get(text);
-    if (statement === undefined) {
-      statement = this.db.prepare(text);
-      this.statements.set(text, statement);
-    }
-    return statement;
   }
 
   async migrate(): Promise<void> {
