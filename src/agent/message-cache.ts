@@ -21,9 +21,9 @@ export class MessageCache {
 
   /** The messages with these ids, in order; ids that exist nowhere are left out. */
   async load(storage: Storage, ids: string[]): Promise<MessageRecord[]> {
-    let missing: string[] | undefined;
-    for (const id of ids) if (!this.entries.has(id)) (missing ??= []).push(id);
-    if (missing !== undefined) for (const m of await storage.getMessages(missing)) this.put(m);
+    const missing: string[] = [];
+    for (const id of ids) if (!this.entries.has(id)) missing.push(id);
+    if (missing.length > 0) for (const m of await storage.getMessages(missing)) this.put(m);
     const out: MessageRecord[] = [];
     for (const id of ids) {
       const m = this.entries.get(id);

@@ -380,9 +380,9 @@ export class SqliteStorage implements Storage {
   private readonly toolsById = new Map<string, ToolRecord>();
 
   async getTools(ids: string[]): Promise<ToolRecord[]> {
-    let missing: string[] | undefined;
-    for (const id of ids) if (!this.toolsById.has(id)) (missing ??= []).push(id);
-    if (missing !== undefined) {
+    const missing: string[] = [];
+    for (const id of ids) if (!this.toolsById.has(id)) missing.push(id);
+    if (missing.length > 0) {
       if (this.toolsById.size + missing.length > TOOLS_PARSED_ENTRIES_MAX) this.toolsById.clear();
       for (const tool of this.byIds<ToolRecord>("tools", missing)) this.toolsById.set(tool.id, tool);
     }
