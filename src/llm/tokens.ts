@@ -41,10 +41,27 @@ function encoder(name: TokenEncodingName): Tiktoken {
   return found;
 }
 
+/**
+ * Byte-pair encoding takes time quadratic in the length of one "word", so a long run without
+ * whitespace (a blob, a line of one repeated character) could stall the server for minutes. Such
+ * runs are counted as one token per UTF-8 byte instead: an upper bound (a token covers at least one
+ * byte), which is the safe side for fitting a context window.
+ */
+export const TOKEN_COUNT_RUN_CHARS_MAX = 100;
+const LONG_RUN = new RegExp(`\\S{${TOKEN_COUNT_RUN_CHARS_MAX},}`, "g");
+
 export function countTextTokens(text: string, encoding: TokenEncodingName): number {
   if (text === "") return 0;
   // Special-token text such as "<|endoftext|>" in user content is counted as ordinary text.
-  return encoder(encoding).encode(text, [], []).length;
+  const encode = (part: string) => (part === "" ? 0 : encoder(encoding).encode(part, [], []).length);
+  if (text.length < TOKEN_COUNT_RUN_CHARS_MAX) return encode(text);
+  let total = 0;
+  let from = 0;
+  for (const run of text.matchAll(LONG_RUN)) {
+    total += encode(text.slice(from, run.index)) + Buffer.byteLength(run[0]);
+    from = run.index + run[0].length;
+  }
+  return total + encode(text.slice(from));
 }
 
 function messageTokens(m: ChatMessage, encoding: TokenEncodingName): number {

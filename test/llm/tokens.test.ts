@@ -66,4 +66,13 @@ describe("token counting", () => {
     });
     expect(counted.totalTokens).toBeGreaterThan(0);
   });
+
+  it("counts a long run without whitespace as one token per byte (an upper bound), around exact words", () => {
+    const run = "y".repeat(40_000);
+    expect(countTextTokens(run, "o200k_base")).toBe(40_000);
+    const words = countTextTokens("hello there ", "o200k_base") + countTextTokens(" and bye", "o200k_base");
+    expect(countTextTokens(`hello there ${run} and bye`, "o200k_base")).toBe(words + 40_000);
+    // Runs shorter than the bound are encoded exactly.
+    expect(countTextTokens("y".repeat(99), "o200k_base")).toBeLessThan(99);
+  });
 });
