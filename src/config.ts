@@ -22,6 +22,8 @@ export interface ServerConfig {
   requestTimeoutMs: number;
   /** Sandbox level per language for tools that ask for none (KELPIE_SANDBOX_JS, KELPIE_SANDBOX_PYTHON). */
   sandboxDefaults: SandboxDefaults;
+  /** Exa's key for the web_search tool (EXA_API_KEY); without it the tool says it is unavailable. */
+  exaApiKey: string | undefined;
 }
 
 export const REQUEST_TIMEOUT_MS_DEFAULT = 600_000;
@@ -85,6 +87,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ServerConfig {
     metricsPublic: env.KELPIE_METRICS_PUBLIC === "1" || env.KELPIE_METRICS_PUBLIC === "true",
     requestTimeoutMs: positiveNumber(env, "KELPIE_REQUEST_TIMEOUT_MS") ?? REQUEST_TIMEOUT_MS_DEFAULT,
     sandboxDefaults: { javascript: sandboxLevel(env, "javascript"), python: sandboxLevel(env, "python") },
+    exaApiKey: env.EXA_API_KEY || undefined,
     host: env.KELPIE_HOST ?? DEFAULT_HOST,
     port,
     dataDir: env.KELPIE_DATA_DIR ?? DEFAULT_DATA_DIR,

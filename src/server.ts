@@ -67,6 +67,8 @@ export interface KelpieOptions {
   sandboxAllowProcess?: boolean;
   /** Sandbox level per language for tools that ask for none (KELPIE_SANDBOX_JS, KELPIE_SANDBOX_PYTHON). */
   sandboxDefaults?: SandboxDefaults;
+  /** Exa's key for the web_search tool. */
+  exaApiKey?: string | undefined;
   /** Text embedders; defaults to the configured providers' (simulation gives a deterministic one). */
   embedders?: Embedders;
 }
@@ -140,7 +142,7 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
   };
   new MultiAgentTools(services.messages, env.storage).register(toolRunners);
   new MemoryTierTools(services.archival, services.working, embedders).register(toolRunners);
-  new WebTools(process.env.EXA_API_KEY || undefined).register(toolRunners);
+  new WebTools(options.exaApiKey).register(toolRunners);
   toolRunners.registerType("external_mcp", services.mcp);
   toolRunners.registerType("custom", services.customTools);
   const app = buildApp(services, {

@@ -35,6 +35,7 @@ async function serve(): Promise<void> {
     requestTimeoutMs: config.requestTimeoutMs,
     sandboxAllowProcess: process.env.KELPIE_SANDBOX_ALLOW_PROCESS === "1",
     sandboxDefaults: config.sandboxDefaults,
+    exaApiKey: config.exaApiKey,
   });
   const log = kelpie.app.log;
   let closing = false;
