@@ -1,19 +1,22 @@
 // What metrics, tracing and API-key checks cost per agent step: the step-overhead measurement run
 // bare and then with Prometheus metrics, OpenTelemetry spans exported to a local OTLP sink, and
 // an API key on every request. Reports both p50s and the overhead in percent (target ≤ 10%).
-import { createServer } from "node:http";
+import { Worker } from "node:worker_threads";
 import { tracingFromEnv } from "../src/observability/tracing.ts";
 import { benchDir, percentileMs, round3 } from "./stats.ts";
 import { STEPS_COUNT, startStepper, WARMUP_COUNT } from "./step-overhead.ts";
 
 export async function run(): Promise<Record<string, unknown>> {
-  const sink = createServer((req, res) => {
-    req.resume();
-    req.on("end", () => res.end("{}"));
-  });
-  await new Promise<void>((r) => sink.listen(0, "127.0.0.1", r));
-  const address = sink.address();
-  const port = typeof address === "object" && address ? address.port : 0;
+  // The OTLP receiver runs on its own thread, as a collector runs in its own process: what its
+  // parsing costs is not Kelpie's overhead.
+  const sink = new Worker(
+    `const { createServer } = require("node:http");
+     const { parentPort } = require("node:worker_threads");
+     const server = createServer((req, res) => { req.resume(); req.on("end", () => res.end("{}")); });
+     server.listen(0, "127.0.0.1", () => parentPort.postMessage(server.address().port));`,
+    { eval: true },
+  );
+  const port = await new Promise<number>((resolve) => sink.once("message", resolve));
   const dir = benchDir();
   const bareStepper = await startStepper(dir);
   const tracing = tracingFromEnv(
@@ -41,7 +44,7 @@ export async function run(): Promise<Record<string, unknown>> {
   }
   await bareStepper.close();
   await fullStepper.close();
-  sink.close();
+  await sink.terminate();
   const bareP50 = percentileMs(bare, 50);
   const fullP50 = percentileMs(full, 50);
   console.log(`${bare.length} steps bare, ${full.length} with metrics + tracing + auth, interleaved`);
