@@ -637,14 +637,14 @@ function memberRun(member: Member, payload: string): Promise<SandboxResult> {
       });
     });
     // The wall clock starts with the request: a pooled sandbox may have idled for any time before.
-    const timer = setTimeout(() => {
+    const onTimeout = () =>
       settle(
         failure(
           `Timeout: the tool ran past its ${SANDBOX_WALL_TIMEOUT_MS} ms wall-clock limit and was killed`,
           level,
         ),
       );
-    }, SANDBOX_WALL_TIMEOUT_MS); // det-ok: a real child process needs a real kill timer
+    const timer = setTimeout(onTimeout, SANDBOX_WALL_TIMEOUT_MS); // det-ok: a real child needs a real kill timer
     child.stdin!.end(payload);
   });
 }
