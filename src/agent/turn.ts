@@ -234,11 +234,14 @@ function toolSpec(tool: ToolRecord, heartbeat: boolean): ToolSpec[] {
  * would see a call without its result). Fills in each result's tool name.
  */
 function checkApprovals(history: MessageRecord[], input: MessageRecord[]): void {
-  const lastAssistant = [...history].reverse().find((m) => m.role === "assistant" || m.role === "approval");
+  let at = history.length - 1;
+  while (at >= 0 && history[at]!.role !== "assistant" && history[at]!.role !== "approval") at--;
+  const lastAssistant = at >= 0 ? history[at] : undefined;
   const pendingIds = lastAssistant?.pending_tool_call_ids ?? [];
+  if (pendingIds.length === 0 && !input.some((m) => m.role === "tool")) return;
   const answered = new Set(
     history
-      .slice(history.lastIndexOf(lastAssistant!) + 1)
+      .slice(at + 1)
       .filter((m) => m.role === "tool")
       .map((m) => m.tool_call_id),
   );
