@@ -71,6 +71,8 @@ export interface KelpieOptions {
   exaApiKey?: string | undefined;
   /** Text embedders; defaults to the configured providers' (simulation gives a deterministic one). */
   embedders?: Embedders;
+  /** Where archives' HNSW graphs are saved across restarts (a data directory); none: rebuilt each start. */
+  archivalIndexDir?: string | undefined;
 }
 
 export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): Promise<Kelpie> {
@@ -131,7 +133,7 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
       new Sandbox(options.sandboxAllowProcess ?? false, options.sandboxDefaults),
     ),
     blocks: new BlockService(env),
-    archival: new ArchivalService(env, embedders),
+    archival: new ArchivalService(env, embedders, { indexDir: options.archivalIndexDir }),
     working: new WorkingMemoryService(env),
     tools,
     toolRunners,
@@ -157,6 +159,7 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
     async close() {
       await app.close();
       await runtime.stop();
+      await services.archival.close();
       await services.customTools.sandbox.close();
       await services.mcp.connections.closeAll();
       await options.observability?.tracing?.shutdown();

@@ -1,8 +1,10 @@
 // kelpie serve: start the server (configuration from the environment; see README).
+import { join } from "node:path";
 import { ConfigError, configFromEnv } from "../config.ts";
 import { prettyStream } from "../observability/log-format.ts";
 import { tracingFromEnv } from "../observability/tracing.ts";
 import { createKelpie, KELPIE_VERSION, productionEnv } from "../server.ts";
+import { ARCHIVAL_INDEX_DIR_NAME } from "../storage/open.ts";
 import { keysCommand } from "./keys.ts";
 
 const SHUTDOWN_GRACE_MS = 30_000;
@@ -36,6 +38,10 @@ async function serve(): Promise<void> {
     sandboxAllowProcess: process.env.KELPIE_SANDBOX_ALLOW_PROCESS === "1",
     sandboxDefaults: config.sandboxDefaults,
     exaApiKey: config.exaApiKey,
+    // Only a server with a data directory keeps graphs across restarts.
+    ...(config.storage === "sqlite"
+      ? { archivalIndexDir: join(config.dataDir, ARCHIVAL_INDEX_DIR_NAME) }
+      : {}),
   });
   const log = kelpie.app.log;
   let closing = false;

@@ -2,6 +2,7 @@
 // search — a vector index (exact or HNSW) and the engine's full-text index, fused by reciprocal
 // rank. An agent's own archive is made the first time it archives something; other archives can
 // be shared by attaching them to several agents.
+import { assert } from "../core/assert.ts";
 import {
   ARCHIVAL_SEARCH_TOP_K_MAX,
   PASSAGE_TAGS_MAX,
@@ -14,7 +15,14 @@ import { invalidField, KelpieError, notFound } from "../core/errors.ts";
 import { newId } from "../core/ids.ts";
 import type { ArchiveRecord, PassageListQuery, PassageRecord } from "../storage/types.ts";
 import { type Embedder, type Embedders, localEmbeddingConfig } from "./embedders.ts";
-import { type IndexFilter, matchesFilter, VectorIndex } from "./vector-index.ts";
+import { IndexStore } from "./index-store.ts";
+import {
+  HNSW_PASSAGES_MIN,
+  type IndexFilter,
+  matchesFilter,
+  type PassageMeta,
+  VectorIndex,
+} from "./vector-index.ts";
 
 /** Reciprocal rank fusion constant (Cormack et al.): damps the weight of the very top ranks. */
 const RRF_K = 60;
@@ -23,6 +31,29 @@ const HYBRID_CANDIDATES_PER_RESULT = 4;
 const HYBRID_CANDIDATES_MIN = 32;
 /** Rows read per batch while an archive's index is built from storage. */
 const INDEX_LOAD_BATCH = 10_000;
+/** A saved HNSW graph is written again once this many inserts and deletes have changed it... */
+export const INDEX_SAVE_CHANGES_MAX = 10_000;
+/** ...or on the first change this long after its last save (checked on writes: no timers here). */
+export const INDEX_SAVE_INTERVAL_MS = 5 * 60_000;
+
+export interface ArchivalOptions {
+  /** Where HNSW graphs are saved across restarts (servers with a data directory); none: rebuilt each start. */
+  indexDir?: string | undefined;
+  /** Passages from which an archive's index is an HNSW graph (tests lower it). */
+  hnswMin?: number | undefined;
+}
+
+/** What happened to archive indexes since start (tests and operators read it). */
+export interface IndexPersistenceStats {
+  /** Indexes built from a full scan of storage. */
+  built: number;
+  /** Indexes restored from a saved graph. */
+  loaded: number;
+  /** Saved graphs found stale or damaged, thrown away and rebuilt. */
+  discarded: number;
+  saved: number;
+  saveFailures: number;
+}
 
 export interface PassageInput {
   text: string;
@@ -48,15 +79,34 @@ interface LoadedIndex {
   index: VectorIndex | null;
   /** Seqs inserted or deleted while the index was loading, applied once it has. */
   ready: Promise<void>;
+  /** Highest seq the index has seen (what a saved graph's sidecar records). */
+  maxSeq: number;
+  /** Inserts and deletes since the graph was last saved. */
+  changes: number;
+  savedAtMs: number;
 }
 
 export class ArchivalService {
   private readonly indexes = new Map<string, LoadedIndex>();
+  private readonly store: IndexStore | null;
+  private readonly hnswMin: number;
+  readonly indexStats: IndexPersistenceStats = {
+    built: 0,
+    loaded: 0,
+    discarded: 0,
+    saved: 0,
+    saveFailures: 0,
+  };
 
   constructor(
     private readonly env: Env,
     private readonly embedders: Embedders,
-  ) {}
+    options: ArchivalOptions = {},
+  ) {
+    this.store = options.indexDir === undefined ? null : new IndexStore(options.indexDir);
+    this.hnswMin = options.hnswMin ?? HNSW_PASSAGES_MIN;
+    assert(Number.isInteger(this.hnswMin) && this.hnswMin > 0, "hnswMin must be a positive integer");
+  }
 
   private get tiers() {
     return this.env.storage.tiers;
@@ -112,6 +162,7 @@ export class ArchivalService {
   async deleteArchive(id: string): Promise<void> {
     await this.tiers.deleteArchive(id);
     this.indexes.delete(id);
+    this.store?.remove(id);
   }
 
   /** The agent's own archive; made (and attached) on first use when `create`. */
@@ -220,6 +271,9 @@ export class ArchivalService {
           vector: r.vector,
         })),
       );
+      loaded.maxSeq = Math.max(loaded.maxSeq, ...seqs);
+      loaded.changes += rows.length;
+      this.saveIfDue(archiveId, loaded, false);
     }
     return rows.map((r) => r.passage);
   }
@@ -241,7 +295,10 @@ export class ArchivalService {
     const loaded = this.indexes.get(gone.archive_id);
     if (loaded !== undefined) {
       await loaded.ready;
-      loaded.index?.remove(gone.seq);
+      if (loaded.index?.remove(gone.seq)) {
+        loaded.changes += 1;
+        this.saveIfDue(gone.archive_id, loaded, false);
+      }
     }
   }
 
@@ -257,7 +314,7 @@ export class ArchivalService {
 
   private indexOf(archiveId: string, dimension: number): VectorIndex {
     const loaded = this.indexes.get(archiveId)!;
-    loaded.index ??= new VectorIndex(dimension);
+    loaded.index ??= new VectorIndex(dimension, this.hnswMin);
     return loaded.index;
   }
 
@@ -265,16 +322,16 @@ export class ArchivalService {
   private async loadIndex(archiveId: string): Promise<VectorIndex | null> {
     let loaded = this.indexes.get(archiveId);
     if (loaded === undefined) {
-      const entry: LoadedIndex = { index: null, ready: Promise.resolve() };
+      const entry: LoadedIndex = {
+        index: null,
+        ready: Promise.resolve(),
+        maxSeq: 0,
+        changes: 0,
+        savedAtMs: this.env.clock.monotonicMs(),
+      };
       entry.ready = (async () => {
-        let after = 0;
-        for (;;) {
-          const batch = await this.tiers.scanPassageVectors(archiveId, after, INDEX_LOAD_BATCH);
-          if (batch.length === 0) break;
-          entry.index ??= new VectorIndex(batch[0]!.vector.length);
-          entry.index.add(batch);
-          after = batch.at(-1)!.seq;
-        }
+        if (!(await this.restore(archiveId, entry))) await this.build(archiveId, entry);
+        this.saveIfDue(archiveId, entry, true);
       })();
       this.indexes.set(archiveId, entry);
       loaded = entry;
@@ -288,6 +345,109 @@ export class ArchivalService {
       await loaded.ready;
     }
     return loaded.index;
+  }
+
+  /** Builds the index from a full scan of the archive's vectors. */
+  private async build(archiveId: string, entry: LoadedIndex): Promise<void> {
+    entry.index = null;
+    entry.maxSeq = 0;
+    for (;;) {
+      const batch = await this.tiers.scanPassageVectors(archiveId, entry.maxSeq, INDEX_LOAD_BATCH);
+      if (batch.length === 0) break;
+      entry.index ??= new VectorIndex(batch[0]!.vector.length, this.hnswMin);
+      entry.index.add(batch);
+      entry.maxSeq = batch.at(-1)!.seq;
+    }
+    // Never saved: the whole index is unsaved change.
+    entry.changes = entry.index?.size ?? 0;
+    this.indexStats.built += 1;
+  }
+
+  /**
+   * Restores the index from its saved graph, catching up with the rows inserted since; false (and
+   * the files gone) when there is none or it disagrees with storage in any way: a graph that still
+   * holds a deleted passage, or misses one, is rebuilt rather than served.
+   */
+  private async restore(archiveId: string, entry: LoadedIndex): Promise<boolean> {
+    if (this.store === null) return false;
+    const saved = this.store.read(archiveId);
+    if (saved === null) return false;
+    const discard = () => {
+      this.store!.remove(archiveId);
+      this.indexStats.discarded += 1;
+      return false;
+    };
+    const first = await this.tiers.scanPassageVectors(archiveId, 0, 1);
+    if (first.length === 0 || first[0]!.vector.length !== saved.dimension) return discard();
+    const metas: PassageMeta[] = [];
+    for (let after = 0; after < saved.max_seq; ) {
+      const batch = await this.tiers.scanPassageMeta(archiveId, after, INDEX_LOAD_BATCH);
+      if (batch.length === 0) break;
+      for (const row of batch) if (row.seq <= saved.max_seq) metas.push(row);
+      after = batch.at(-1)!.seq;
+    }
+    if (metas.length !== saved.count) return discard();
+    let index: VectorIndex;
+    try {
+      index = VectorIndex.fromGraph(this.store.graphPath(archiveId), saved.dimension, metas, this.hnswMin);
+    } catch {
+      return discard();
+    }
+    let after = saved.max_seq;
+    let added = 0;
+    for (;;) {
+      const batch = await this.tiers.scanPassageVectors(archiveId, after, INDEX_LOAD_BATCH);
+      if (batch.length === 0) break;
+      try {
+        index.add(batch);
+      } catch {
+        return discard(); // a vector of another size: the archive's model changed
+      }
+      added += batch.length;
+      after = batch.at(-1)!.seq;
+    }
+    // Last guard: exactly as many passages as storage holds now.
+    if (index.size !== (await this.tiers.countPassages([archiveId]))) return discard();
+    entry.index = index;
+    entry.maxSeq = after;
+    entry.changes = added;
+    this.indexStats.loaded += 1;
+    return true;
+  }
+
+  /**
+   * Saves an HNSW index's graph when it has unsaved changes and `force`, enough of them, or the
+   * last save is old. A failed save costs only a rebuild at the next start, so it does not fail
+   * the write that triggered it.
+   */
+  private saveIfDue(archiveId: string, entry: LoadedIndex, force: boolean): void {
+    if (this.store === null || entry.index === null || entry.index.mode !== "hnsw" || entry.changes === 0)
+      return;
+    if (this.indexes.get(archiveId) !== entry) return; // the archive was deleted meanwhile
+    const nowMs = this.env.clock.monotonicMs();
+    const due =
+      force || entry.changes >= INDEX_SAVE_CHANGES_MAX || nowMs - entry.savedAtMs >= INDEX_SAVE_INTERVAL_MS;
+    if (!due) return;
+    try {
+      this.store.save(archiveId, entry.index, entry.maxSeq);
+      entry.changes = 0;
+      entry.savedAtMs = nowMs;
+      this.indexStats.saved += 1;
+    } catch {
+      this.indexStats.saveFailures += 1;
+    }
+  }
+
+  /** Saves every HNSW graph with unsaved changes (the server calls this as it stops). */
+  async close(): Promise<void> {
+    for (const [archiveId, entry] of this.indexes) {
+      try {
+        await entry.ready;
+      } catch {
+        continue; // never loaded: nothing to save
+      }
+      this.saveIfDue(archiveId, entry, true);
+    }
   }
 
   /** Builds every index now (a server may do this at start so first searches are fast). */

@@ -7,6 +7,7 @@ import {
   type ArchiveRecord,
   type MemoryTierStorage,
   type PassageListQuery,
+  type PassageMetaRow,
   type PassageRecord,
   type PassageVectorRow,
   queryWords,
@@ -193,6 +194,14 @@ export class MemoryTiers implements MemoryTierStorage {
         tags: [...r.value.tags],
         vector: new Float32Array(r.vector),
       }));
+  }
+
+  async scanPassageMeta(archiveId: string, afterSeq: number, limit: number): Promise<PassageMetaRow[]> {
+    return this.passagesOf([archiveId])
+      .filter((r) => r.seq > afterSeq)
+      .sort((a, b) => a.seq - b.seq)
+      .slice(0, limit)
+      .map((r) => ({ seq: r.seq, created_at_ms: r.value.created_at_ms, tags: [...r.value.tags] }));
   }
 
   async searchPassagesText(archiveIds: string[], query: string, limit: number): Promise<{ seq: number }[]> {

@@ -11,6 +11,8 @@ export interface StorageConfig {
 }
 
 export const SQLITE_FILE_NAME = "kelpie.db";
+/** Under the data directory: archives' saved HNSW graphs. */
+export const ARCHIVAL_INDEX_DIR_NAME = "archival-index";
 
 export async function openStorage(config: StorageConfig): Promise<Storage> {
   let storage: Storage;

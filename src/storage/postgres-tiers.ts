@@ -9,6 +9,7 @@ import {
   type ArchiveRecord,
   type MemoryTierStorage,
   type PassageListQuery,
+  type PassageMetaRow,
   type PassageRecord,
   type PassageVectorRow,
   queryWords,
@@ -201,6 +202,18 @@ export class PostgresTiers implements MemoryTierStorage {
         created_at_ms: Number(r.created_at_ms),
         tags: r.tags as string[],
         vector: bytesVector(r.embedding as Uint8Array),
+      }));
+    });
+  }
+
+  scanPassageMeta(archiveId: string, afterSeq: number, limit: number): Promise<PassageMetaRow[]> {
+    return this.guard(async () => {
+      const rows = await this.sql`SELECT seq, created_at_ms, doc->'tags' AS tags FROM passages
+                                  WHERE archive_id = ${archiveId} AND seq > ${afterSeq} ORDER BY seq LIMIT ${limit}`;
+      return rows.map((r) => ({
+        seq: Number(r.seq),
+        created_at_ms: Number(r.created_at_ms),
+        tags: r.tags as string[],
       }));
     });
   }

@@ -9,6 +9,7 @@ import {
   type ArchiveRecord,
   type MemoryTierStorage,
   type PassageListQuery,
+  type PassageMetaRow,
   type PassageRecord,
   type PassageVectorRow,
   queryWords,
@@ -219,6 +220,18 @@ export class SqliteTiers implements MemoryTierStorage {
       created_at_ms: r.created_at_ms,
       tags: JSON.parse(r.tags) as string[],
       vector: bytesVector(r.embedding),
+    }));
+  }
+
+  async scanPassageMeta(archiveId: string, afterSeq: number, limit: number): Promise<PassageMetaRow[]> {
+    const rows = this.sql(
+      `SELECT seq, created_at_ms, json_extract(doc, '$.tags') AS tags FROM passages
+       WHERE archive_id = ? AND seq > ? ORDER BY seq LIMIT ?`,
+    ).all(archiveId, afterSeq, limit) as { seq: number; created_at_ms: number; tags: string }[];
+    return rows.map((r) => ({
+      seq: r.seq,
+      created_at_ms: r.created_at_ms,
+      tags: JSON.parse(r.tags) as string[],
     }));
   }
 

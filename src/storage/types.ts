@@ -366,6 +366,9 @@ export interface PassageVectorRow {
   vector: Float32Array;
 }
 
+/** A passage's filter metadata without its vector, for reattaching a saved index graph. */
+export type PassageMetaRow = Pick<PassageVectorRow, "seq" | "created_at_ms" | "tags">;
+
 /** One working-memory entry: a JSON value under a string key, optionally expiring. */
 export interface WorkingMemoryEntry {
   agent_id: string;
@@ -413,6 +416,8 @@ export interface MemoryTierStorage {
   countPassages(archiveIds: string[]): Promise<number>;
   /** Vectors of one archive in seq order after `afterSeq`, for (re)building its index. */
   scanPassageVectors(archiveId: string, afterSeq: number, limit: number): Promise<PassageVectorRow[]>;
+  /** Like scanPassageVectors without the vectors (far less to read), for reloading a saved index. */
+  scanPassageMeta(archiveId: string, afterSeq: number, limit: number): Promise<PassageMetaRow[]>;
   /** Full-text search (any of the query's words, best first) over the archives' passages. */
   searchPassagesText(archiveIds: string[], query: string, limit: number): Promise<{ seq: number }[]>;
   /** Characters of passage text held, across all archives. */
