@@ -29,6 +29,8 @@ const RRF_K = 60;
 /** Each half of a hybrid search contributes this many candidates per wanted result. */
 const HYBRID_CANDIDATES_PER_RESULT = 4;
 const HYBRID_CANDIDATES_MIN = 32;
+/** A filter matching at most this many passages of a graph-mode archive is scored exactly. */
+const EXACT_FILTER_PASSAGES_MAX = 4_096;
 /** Rows read per batch while an archive's index is built from storage. */
 const INDEX_LOAD_BATCH = 10_000;
 /** A saved HNSW graph is written again once this many inserts and deletes have changed it... */
@@ -455,6 +457,30 @@ export class ArchivalService {
     for (const id of archiveIds) await this.loadIndex(id);
   }
 
+  /** Cosine scores of a few passages (a rare filter's matches), from their stored vectors. */
+  private async scoreExactly(
+    query: Float32Array,
+    seqs: number[],
+    k: number,
+  ): Promise<{ seq: number; score: number }[]> {
+    const vectors = await this.tiers.getPassageVectorsBySeq(seqs);
+    let queryNorm = 0;
+    for (let i = 0; i < query.length; i++) queryNorm += query[i]! * query[i]!;
+    const hits: { seq: number; score: number }[] = [];
+    for (const [seq, v] of vectors) {
+      if (v.length !== query.length) continue;
+      let dot = 0;
+      let norm = 0;
+      for (let i = 0; i < v.length; i++) {
+        dot += v[i]! * query[i]!;
+        norm += v[i]! * v[i]!;
+      }
+      hits.push({ seq, score: norm === 0 || queryNorm === 0 ? 0 : dot / Math.sqrt(norm * queryNorm) });
+    }
+    hits.sort((a, b) => b.score - a.score || a.seq - b.seq);
+    return hits.slice(0, k);
+  }
+
   /**
    * Hybrid search over some archives: each archive's vector index and the full-text index each
    * propose candidates that pass the filters; reciprocal rank fusion orders their union.
@@ -484,7 +510,9 @@ export class ArchivalService {
         }
         const qv = await vector;
         if (qv.length !== index.dimension) return; // a model changed under an archive: its text half still works
-        vectorHits.push(...index.search(qv, candidates, filter));
+        const answer = index.searchOrMatches(qv, candidates, filter, EXACT_FILTER_PASSAGES_MAX);
+        if ("hits" in answer) vectorHits.push(...answer.hits);
+        else vectorHits.push(...(await this.scoreExactly(qv, answer.matches, candidates)));
       }),
     );
     vectorHits.sort((a, b) => b.score - a.score || a.seq - b.seq);

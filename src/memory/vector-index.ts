@@ -283,6 +283,42 @@ export class VectorIndex {
     }
   }
 
+  /**
+   * Like `search`, but when a filter matches at most `exactMax` passages of a graph-mode index and
+   * the graph's first pass finds fewer than k of them, answers with those passages' seqs instead:
+   * the caller scores them exactly (their vectors live in storage), rather than walking most of
+   * the graph to find a handful of matches.
+   */
+  searchOrMatches(
+    query: Float32Array,
+    k: number,
+    filter: IndexFilter | undefined,
+    exactMax: number,
+  ): { hits: VectorHit[] } | { matches: number[] } {
+    const filtered =
+      filter !== undefined &&
+      (filter.tags?.length || filter.startMs !== undefined || filter.endMs !== undefined);
+    if (this.hnsw === null || !filtered || k <= 0 || this.meta.size === 0)
+      return { hits: this.search(query, k, filter) };
+    const want = Math.min(this.meta.size, Math.max(k * FILTER_WIDEN_FACTOR, HNSW_EXPANSION_SEARCH));
+    const found = this.hnsw.search(query, want, 0);
+    const hits: VectorHit[] = [];
+    for (let i = 0; i < found.keys.length && hits.length < k; i++) {
+      const seq = Number(found.keys[i]!);
+      const meta = this.meta.get(seq);
+      if (meta !== undefined && matchesFilter(meta, filter))
+        hits.push({ seq, score: 1 - found.distances[i]! });
+    }
+    if (hits.length === k || want >= this.meta.size) return { hits };
+    const matches: number[] = [];
+    for (const [seq, meta] of this.meta) {
+      if (!matchesFilter(meta, filter)) continue;
+      matches.push(seq);
+      if (matches.length > exactMax) return { hits: this.search(query, k, filter) };
+    }
+    return { matches };
+  }
+
   private countMatching(filter: IndexFilter | undefined): number {
     let count = 0;
     for (const meta of this.meta.values()) if (matchesFilter(meta, filter)) count++;

@@ -160,6 +160,16 @@ export class MemoryTiers implements MemoryTierStorage {
     return out;
   }
 
+  async getPassageVectorsBySeq(seqs: number[]): Promise<Map<number, Float32Array>> {
+    const out = new Map<number, Float32Array>();
+    for (const seq of seqs) {
+      const id = this.passagesBySeq.get(seq);
+      const row = id === undefined ? undefined : this.passages.get(id);
+      if (row !== undefined) out.set(seq, new Float32Array(row.vector));
+    }
+    return out;
+  }
+
   private passagesOf(archiveIds: string[]): (Row<PassageRecord> & { vector: Float32Array })[] {
     const wanted = new Set(archiveIds);
     return [...this.passages.values()].filter((r) => wanted.has(r.value.archive_id));

@@ -173,6 +173,16 @@ export class PostgresTiers implements MemoryTierStorage {
     });
   }
 
+  getPassageVectorsBySeq(seqs: number[]): Promise<Map<number, Float32Array>> {
+    return this.guard(async () => {
+      const out = new Map<number, Float32Array>();
+      if (seqs.length === 0) return out;
+      const rows = await this.sql`SELECT seq, embedding FROM passages WHERE seq = ANY(${seqs}::bigint[])`;
+      for (const row of rows) out.set(Number(row.seq), bytesVector(row.embedding as Uint8Array));
+      return out;
+    });
+  }
+
   listPassages(archiveIds: string[], query: PassageListQuery): Promise<PassageRecord[]> {
     if (archiveIds.length === 0) return Promise.resolve([]);
     return this.guard(async () => {

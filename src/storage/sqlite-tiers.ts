@@ -188,6 +188,16 @@ export class SqliteTiers implements MemoryTierStorage {
     return out;
   }
 
+  async getPassageVectorsBySeq(seqs: number[]): Promise<Map<number, Float32Array>> {
+    const out = new Map<number, Float32Array>();
+    if (seqs.length === 0) return out;
+    const rows = this.sql(
+      "SELECT seq, embedding FROM passages WHERE seq IN (SELECT value FROM json_each(?))",
+    ).all(JSON.stringify(seqs)) as { seq: number; embedding: Buffer }[];
+    for (const row of rows) out.set(row.seq, bytesVector(row.embedding));
+    return out;
+  }
+
   async listPassages(archiveIds: string[], query: PassageListQuery): Promise<PassageRecord[]> {
     if (archiveIds.length === 0) return [];
     this.checkCursors("passages", query);

@@ -414,6 +414,8 @@ export interface MemoryTierStorage {
   getPassagesBySeq(seqs: number[]): Promise<Map<number, PassageRecord>>;
   listPassages(archiveIds: string[], query: PassageListQuery): Promise<PassageRecord[]>;
   countPassages(archiveIds: string[]): Promise<number>;
+  /** The vectors of these passages, by seq (missing ones left out). */
+  getPassageVectorsBySeq(seqs: number[]): Promise<Map<number, Float32Array>>;
   /** Vectors of one archive in seq order after `afterSeq`, for (re)building its index. */
   scanPassageVectors(archiveId: string, afterSeq: number, limit: number): Promise<PassageVectorRow[]>;
   /** Like scanPassageVectors without the vectors (far less to read), for reloading a saved index. */
