@@ -7,6 +7,7 @@ import { BLOCKS_PER_AGENT_MAX, TOOLS_PER_AGENT_MAX } from "../core/constants.ts"
 import { invalidField } from "../core/errors.ts";
 import type { BlockFields } from "../memory/blocks.ts";
 import type { MessageContentPart, MessageRecord, ToolCallRecord } from "../storage/types.ts";
+import { EXTRA_FIELDS } from "./agents.ts";
 
 export const AGENT_FILE_AGENTS_MAX = 64;
 export const AGENT_FILE_BLOCKS_MAX = AGENT_FILE_AGENTS_MAX * BLOCKS_PER_AGENT_MAX;
@@ -496,23 +497,19 @@ const V2_TOP_UNSUPPORTED: Record<string, string> = {
   skills: "skills were not imported",
 };
 
-/** AgentState fields Kelpie keeps as given (see agents.ts EXTRA_FIELDS). */
-const V2_AGENT_EXTRA = [
-  "timezone",
-  "response_format",
-  "message_buffer_autoclear",
-  "enable_sleeptime",
-  "max_files_open",
-  "per_file_view_window_char_limit",
-  "hidden",
-  "project_id",
-  "template_id",
-  "base_template_id",
-  "identity_ids",
-  "model_settings",
-  "compaction_settings",
-  "parallel_tool_calls",
-] as const;
+/**
+ * AgentState fields an agent file carries as given: the ones agents keep (EXTRA_FIELDS), except
+ * secrets and environment variables (read on their own, with the import's overrides) and the
+ * figures of the last run (they belong to the exporting server).
+ */
+const V2_AGENT_NOT_CARRIED = new Set<string>([
+  "tool_exec_environment_variables",
+  "secrets",
+  "last_run_completion",
+  "last_run_duration_ms",
+  "last_stop_reason",
+]);
+const V2_AGENT_EXTRA = EXTRA_FIELDS.filter((f) => !V2_AGENT_NOT_CARRIED.has(f));
 
 const V2_AGENT_KNOWN = new Set<string>([
   ...V2_AGENT_EXTRA,

@@ -66,7 +66,7 @@ export interface AgentView {
 }
 
 /** AgentState fields we keep as given when a client sends them. */
-const EXTRA_FIELDS = [
+export const EXTRA_FIELDS = [
   "timezone",
   "response_format",
   "message_buffer_autoclear",
