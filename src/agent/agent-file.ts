@@ -25,7 +25,7 @@ import type {
   Mutation,
   ToolRecord,
 } from "../storage/types.ts";
-import { AGENT_TYPES, builtinTool, builtinToolId, FUNCTION_RETURN_CHARS_MAX } from "../tools/builtins.ts";
+import { AGENT_TYPES, builtinTool, builtinToolId } from "../tools/builtins.ts";
 import {
   type CustomTools,
   deriveSchema,
@@ -34,7 +34,7 @@ import {
   TOOL_SOURCE_CHARS_MAX,
   type ToolInput,
 } from "../tools/custom/service.ts";
-import { type McpService, mcpToolId } from "../tools/mcp/service.ts";
+import { type McpService, mcpToolId, mcpToolRecord } from "../tools/mcp/service.ts";
 import {
   AGENT_FILE_MESSAGES_PER_AGENT_MAX,
   AGENT_FILE_PASSAGES_PER_ARCHIVE_MAX,
@@ -458,29 +458,15 @@ export class AgentFiles {
     const nowMs = clock.nowMs();
     const description = plan.tool.description ?? "";
     const schema = plan.tool.jsonSchema ?? { name: plan.toolName, description, parameters: {} };
-    const row: ToolRecord = {
+    const inputSchema = storedSchema(schema).parameters as Record<string, unknown>;
+    const row = mcpToolRecord(
+      server,
+      { name: plan.toolName, description, inputSchema },
       id,
-      name: plan.toolName,
-      tool_type: "external_mcp",
-      description,
-      source_type: "python",
-      source_code: null,
-      json_schema: storedSchema({ ...schema, name: plan.toolName }),
-      args_json_schema: null,
-      tags: [`mcp:${server.server_name}`],
-      return_char_limit: FUNCTION_RETURN_CHARS_MAX,
-      pip_requirements: null,
-      npm_requirements: null,
-      default_requires_approval: null,
-      enable_parallel_execution: false,
-      metadata: {
-        mcp_server_id: server.id,
-        mcp_server_name: server.server_name,
-        mcp_tool_name: plan.toolName,
-      },
-      created_at_ms: nowMs,
-      updated_at_ms: nowMs,
-    };
+      plan.toolName,
+      undefined,
+      nowMs,
+    );
     await storage.commit([{ op: "put_tool", tool: row, create: true }]);
     return id;
   }

@@ -185,7 +185,7 @@ export class McpService implements ToolRunner {
       const id = mcpToolId(serverId, tool.name);
       const before = stored.get(id);
       stored.delete(id);
-      const row = this.toolRow(server, tool, id, tool.name, before, nowMs);
+      const row = mcpToolRecord(server, tool, id, tool.name, before, nowMs);
       rows.push(row);
       if (before === undefined) mutations.push({ op: "put_tool", tool: row, create: true });
       else if (
@@ -197,36 +197,6 @@ export class McpService implements ToolRunner {
     for (const gone of stored.values()) mutations.push({ op: "delete_tool", tool_id: gone.id });
     if (mutations.length > 0) await this.env.storage.commit(mutations);
     return rows;
-  }
-
-  private toolRow(
-    server: McpServerRecord,
-    tool: McpToolInfo,
-    id: string,
-    name: string,
-    before: ToolRecord | undefined,
-    nowMs: number,
-  ): ToolRecord {
-    const parameters = { type: "object", properties: {}, required: [], ...tool.inputSchema };
-    return {
-      id,
-      name,
-      tool_type: "external_mcp",
-      description: tool.description,
-      source_type: "python",
-      source_code: null,
-      json_schema: { name, description: tool.description, parameters },
-      args_json_schema: null,
-      tags: [`mcp:${server.server_name}`],
-      return_char_limit: FUNCTION_RETURN_CHARS_MAX,
-      pip_requirements: null,
-      npm_requirements: null,
-      default_requires_approval: null,
-      enable_parallel_execution: false,
-      metadata: { mcp_server_id: server.id, mcp_server_name: server.server_name, mcp_tool_name: tool.name },
-      created_at_ms: before?.created_at_ms ?? nowMs,
-      updated_at_ms: nowMs,
-    };
   }
 
   /** The tool row of a server's tool, syncing once if it is not known yet. */
@@ -274,4 +244,35 @@ export class McpService implements ToolRunner {
       throw new ToolError(err instanceof Error ? err.message : String(err));
     }
   }
+}
+
+/** The tool row of one MCP tool (its server's name as a tag; where to route calls in metadata). */
+export function mcpToolRecord(
+  server: McpServerRecord,
+  tool: McpToolInfo,
+  id: string,
+  name: string,
+  before: ToolRecord | undefined,
+  nowMs: number,
+): ToolRecord {
+  const parameters = { type: "object", properties: {}, required: [], ...tool.inputSchema };
+  return {
+    id,
+    name,
+    tool_type: "external_mcp",
+    description: tool.description,
+    source_type: "python",
+    source_code: null,
+    json_schema: { name, description: tool.description, parameters },
+    args_json_schema: null,
+    tags: [`mcp:${server.server_name}`],
+    return_char_limit: FUNCTION_RETURN_CHARS_MAX,
+    pip_requirements: null,
+    npm_requirements: null,
+    default_requires_approval: null,
+    enable_parallel_execution: false,
+    metadata: { mcp_server_id: server.id, mcp_server_name: server.server_name, mcp_tool_name: tool.name },
+    created_at_ms: before?.created_at_ms ?? nowMs,
+    updated_at_ms: nowMs,
+  };
 }
