@@ -8,44 +8,13 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/core/clock.ts";
 import type { Env } from "../../src/core/env.ts";
 import { SeededRng } from "../../src/core/rng.ts";
-import { llmConfigFromEnv } from "../../src/llm/registry.ts";
 import { ArchivalService, INDEX_SAVE_INTERVAL_MS } from "../../src/memory/archival.ts";
-import { type Embedder, Embedders } from "../../src/memory/embedders.ts";
 import { openStorage } from "../../src/storage/open.ts";
+import { FAKE_EMBEDDING_DIM, FakeEmbedders } from "../support/fake-embedders.ts";
 
-const DIMENSION = 16;
 const HNSW_MIN = 64;
 const PASSAGES = 300;
 const BATCH = 100;
-
-/** Deterministic vectors: text "p-<n> ..." embeds to a pseudo-random vector seeded by n. */
-class FakeEmbedder implements Embedder {
-  readonly handle = "test/fake";
-  async embed(texts: string[]): Promise<Float32Array[]> {
-    return texts.map((text) => {
-      let a = Number(/p-(\d+)/.exec(text)?.[1] ?? 0) + 1;
-      return Float32Array.from({ length: DIMENSION }, () => {
-        a = (a + 0x6d2b79f5) >>> 0;
-        let t = Math.imul(a ^ (a >>> 15), a | 1);
-        t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-        return ((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5;
-      });
-    });
-  }
-}
-
-class FakeEmbedders extends Embedders {
-  private readonly fake = new FakeEmbedder();
-  constructor() {
-    super(llmConfigFromEnv({}));
-  }
-  override available(): boolean {
-    return true;
-  }
-  override forConfig(): Embedder {
-    return this.fake;
-  }
-}
 
 let dir: string;
 let clock: ManualClock;
@@ -123,7 +92,7 @@ describe("saved HNSW graphs", () => {
       `${archiveId}.usearch.json`,
     ]);
     const sidecar = JSON.parse(readFileSync(join(dir, "index", `${archiveId}.usearch.json`), "utf8"));
-    expect(sidecar).toMatchObject({ count: PASSAGES, dimension: DIMENSION, format: 1 });
+    expect(sidecar).toMatchObject({ count: PASSAGES, dimension: FAKE_EMBEDDING_DIM, format: 1 });
 
     const server = await start();
     expect(await answers(server.archival, archiveId)).toEqual(before);

@@ -6,44 +6,14 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/core/clock.ts";
 import { SeededRng } from "../../src/core/rng.ts";
-import { llmConfigFromEnv } from "../../src/llm/registry.ts";
 import { ArchivalService } from "../../src/memory/archival.ts";
-import { type Embedder, Embedders } from "../../src/memory/embedders.ts";
 import { VectorIndex } from "../../src/memory/vector-index.ts";
 import { MemoryStorage } from "../../src/storage/memory.ts";
 import { PostgresStorage } from "../../src/storage/postgres.ts";
 import { SqliteStorage } from "../../src/storage/sqlite.ts";
 import type { Storage } from "../../src/storage/types.ts";
+import { FAKE_EMBEDDING_DIM, FakeEmbedders, fakeVector } from "../support/fake-embedders.ts";
 import { withTestDatabase } from "../support/postgres.ts";
-
-const DIMENSION = 16;
-
-/** Text "p-<n>" embeds to a pseudo-random vector seeded by n; any other text to seed 0. */
-function vectorOf(n: number): Float32Array {
-  let a = n + 1;
-  return Float32Array.from({ length: DIMENSION }, () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5;
-  });
-}
-
-class FakeEmbedders extends Embedders {
-  private readonly fake: Embedder = {
-    handle: "test/fake",
-    embed: async (texts) => texts.map((t) => vectorOf(Number(/p-(\d+)/.exec(t)?.[1] ?? 0))),
-  };
-  constructor() {
-    super(llmConfigFromEnv({}));
-  }
-  override available(): boolean {
-    return true;
-  }
-  override forConfig(): Embedder {
-    return this.fake;
-  }
-}
 
 const db = withTestDatabase();
 const dirs: string[] = [];
@@ -53,23 +23,23 @@ afterAll(() => {
 
 describe("rare filters on graph-mode archives", () => {
   it("the index hands back a rare filter's matches, and a common filter's graph hits", () => {
-    const index = new VectorIndex(DIMENSION, 64);
+    const index = new VectorIndex(FAKE_EMBEDDING_DIM, 64);
     index.add(
       Array.from({ length: 2_000 }, (_, i) => ({
         seq: i + 1,
         created_at_ms: i,
         tags: i % 200 === 0 ? ["rare"] : i % 2 === 0 ? ["even"] : [],
-        vector: vectorOf(i),
+        vector: fakeVector(i),
       })),
     );
     expect(index.mode).toBe("hnsw");
-    const rare = index.searchOrMatches(vectorOf(7), 20, { tags: ["rare"] }, 100);
+    const rare = index.searchOrMatches(fakeVector(7), 20, { tags: ["rare"] }, 100);
     expect("matches" in rare && rare.matches.sort((a, b) => a - b)).toEqual(
       Array.from({ length: 10 }, (_, i) => i * 200 + 1),
     );
-    const common = index.searchOrMatches(vectorOf(8), 5, { tags: ["even"] }, 100);
+    const common = index.searchOrMatches(fakeVector(8), 5, { tags: ["even"] }, 100);
     expect("hits" in common && common.hits).toHaveLength(5);
-    const none = index.searchOrMatches(vectorOf(8), 5, { tags: ["nobody"] }, 100);
+    const none = index.searchOrMatches(fakeVector(8), 5, { tags: ["nobody"] }, 100);
     expect("matches" in none && none.matches).toEqual([]);
   });
 
