@@ -144,7 +144,7 @@ describe("the agent loop", () => {
     expect(assistantText(chained.body)).toBe("chain done");
     expect(chained.body.usage.step_count).toBe(13);
     const capped = await send(a.id, "chain: 30", { max_steps: 5 });
-    expect(capped.body.stop_reason.stop_reason).toBe("max_steps");
+    expect(capped.body.stop_reason.stop_reason, JSON.stringify(capped.body)).toBe("max_steps");
     expect(capped.body.usage.step_count).toBe(5);
   });
 

@@ -81,6 +81,7 @@ export interface FakeLlm {
 const RETRY_AFTER_SECONDS_DEFAULT = 1;
 const EMBEDDING_DIM_DEFAULT = 1536;
 const CHARS_PER_TOKEN = 4;
+const FAKE_LLM_KEEP_ALIVE_MS = 10 * 60_000;
 
 export const echoScript: Script = (req) => {
   const lastUser = [...req.messages].reverse().find((m) => m.role === "user");
@@ -500,6 +501,9 @@ export async function startFakeLlm(options: { port?: number } = {}): Promise<Fak
       else res.destroy();
     });
   });
+  // Idle keep-alive sockets stay open longer than any test: a server-side close racing the
+  // client's reuse of the socket would fail an LLM call for reasons no test is about.
+  server.keepAliveTimeout = FAKE_LLM_KEEP_ALIVE_MS;
   await new Promise<void>((resolve) => server.listen(options.port ?? 0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
 
