@@ -1,5 +1,14 @@
 // Server configuration from the environment: one table, documented in the README.
-import { DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT } from "./core/constants.ts";
+import { hostname } from "node:os";
+import type { ClusterConfig } from "./cluster/member.ts";
+import {
+  DEFAULT_DATA_DIR,
+  DEFAULT_HOST,
+  DEFAULT_PORT,
+  HEARTBEATS_PER_LEASE_TTL,
+  LEASE_TTL_MS_DEFAULT,
+  LEASE_TTL_MS_MIN,
+} from "./core/constants.ts";
 import {
   levelProblem,
   SANDBOX_DEFAULT_ENV,
@@ -24,6 +33,8 @@ export interface ServerConfig {
   sandboxDefaults: SandboxDefaults;
   /** Exa's key for the web_search tool (EXA_API_KEY); without it the tool says it is unavailable. */
   exaApiKey: string | undefined;
+  /** Cluster membership, on PostgreSQL (KELPIE_NODE_ID, KELPIE_ADVERTISE_URL, KELPIE_LEASE_TTL_MS, ...). */
+  cluster: ClusterConfig | undefined;
 }
 
 export const REQUEST_TIMEOUT_MS_DEFAULT = 600_000;
@@ -60,6 +71,32 @@ export class ConfigError extends Error {
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
+function clusterConfig(env: NodeJS.ProcessEnv, host: string, port: number): ClusterConfig {
+  const leaseTtlMs = positiveNumber(env, "KELPIE_LEASE_TTL_MS") ?? LEASE_TTL_MS_DEFAULT;
+  if (!Number.isInteger(leaseTtlMs) || leaseTtlMs < LEASE_TTL_MS_MIN)
+    throw new ConfigError(
+      `KELPIE_LEASE_TTL_MS must be an integer of at least ${LEASE_TTL_MS_MIN}, got '${env.KELPIE_LEASE_TTL_MS}'`,
+    );
+  const heartbeatIntervalMs =
+    positiveNumber(env, "KELPIE_HEARTBEAT_INTERVAL_MS") ?? Math.floor(leaseTtlMs / HEARTBEATS_PER_LEASE_TTL);
+  if (heartbeatIntervalMs * 2 > leaseTtlMs)
+    throw new ConfigError("KELPIE_HEARTBEAT_INTERVAL_MS must be at most half of KELPIE_LEASE_TTL_MS");
+  // Reachable by the other nodes: a wildcard listen address is not, the host name is.
+  const reachableHost = host === "0.0.0.0" || host === "::" ? hostname() : host;
+  const advertiseUrl = (env.KELPIE_ADVERTISE_URL ?? `http://${reachableHost}:${port}`).replace(/\/+$/, "");
+  try {
+    new URL(advertiseUrl);
+  } catch {
+    throw new ConfigError(`KELPIE_ADVERTISE_URL must be a URL, got '${env.KELPIE_ADVERTISE_URL}'`);
+  }
+  const nodeId = env.KELPIE_NODE_ID ?? `${hostname()}-${port}`;
+  if (!/^[A-Za-z0-9._:-]{1,128}$/.test(nodeId))
+    throw new ConfigError(
+      `KELPIE_NODE_ID must be 1 to 128 letters, digits, '.', '_', ':' or '-', got '${nodeId}'`,
+    );
+  return { nodeId, advertiseUrl, leaseTtlMs, heartbeatIntervalMs };
+}
+
 export function configFromEnv(env: NodeJS.ProcessEnv): ServerConfig {
   const port = Number(env.KELPIE_PORT ?? DEFAULT_PORT);
   if (!Number.isInteger(port) || port < 0 || port > 65_535) {
@@ -80,7 +117,9 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ServerConfig {
   }
   const rps = positiveNumber(env, "KELPIE_RATE_LIMIT_RPS");
   const burst = positiveNumber(env, "KELPIE_RATE_LIMIT_BURST");
+  const host = env.KELPIE_HOST ?? DEFAULT_HOST;
   return {
+    cluster: storage === "postgres" ? clusterConfig(env, host, port) : undefined,
     apiKeys: list(env.KELPIE_API_KEYS),
     rateLimit: rps === undefined ? undefined : { rps, burst: burst ?? Math.max(1, Math.ceil(rps)) },
     corsOrigins: list(env.KELPIE_CORS_ORIGINS),
@@ -88,7 +127,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ServerConfig {
     requestTimeoutMs: positiveNumber(env, "KELPIE_REQUEST_TIMEOUT_MS") ?? REQUEST_TIMEOUT_MS_DEFAULT,
     sandboxDefaults: { javascript: sandboxLevel(env, "javascript"), python: sandboxLevel(env, "python") },
     exaApiKey: env.EXA_API_KEY || undefined,
-    host: env.KELPIE_HOST ?? DEFAULT_HOST,
+    host,
     port,
     dataDir: env.KELPIE_DATA_DIR ?? DEFAULT_DATA_DIR,
     storage,

@@ -9,9 +9,11 @@ import { ToolRunners } from "./agent/tool-calls.ts";
 import { TurnRunner } from "./agent/turn.ts";
 import { buildApp, type Services } from "./api/app.ts";
 import type { SecurityConfig } from "./api/security.ts";
+import { type ClusterConfig, ClusterMember } from "./cluster/member.ts";
 import type { ServerConfig } from "./config.ts";
 import { type Clock, SystemClock } from "./core/clock.ts";
 import type { Env } from "./core/env.ts";
+import { KelpieError } from "./core/errors.ts";
 import { type Rng, SystemRng } from "./core/rng.ts";
 import { type LlmProvidersConfig, llmConfigFromEnv } from "./llm/registry.ts";
 import type { RetryPolicy } from "./llm/retry.ts";
@@ -73,6 +75,8 @@ export interface KelpieOptions {
   embedders?: Embedders;
   /** Where archives' HNSW graphs are saved across restarts (a data directory); none: rebuilt each start. */
   archivalIndexDir?: string | undefined;
+  /** Join a cluster over the storage's shared database (PostgreSQL): leases, forwarding, failover. */
+  cluster?: ClusterConfig;
 }
 
 export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): Promise<Kelpie> {
@@ -99,14 +103,32 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
   metrics?.registerTier("core", () => env.storage.coreMemoryChars());
   metrics?.registerTier("working", () => env.storage.tiers.workingBytes());
   metrics?.registerTier("archival", () => env.storage.tiers.archivalChars());
+  // Logs of the cluster member go to the app's logger, made further down.
+  let appRef: FastifyInstance | undefined;
+  let member: ClusterMember | undefined;
+  if (options.cluster !== undefined) {
+    const store = env.storage.cluster;
+    if (store === undefined) {
+      throw new KelpieError(
+        "BAD_REQUEST",
+        `storage engine ${env.storage.engine} cannot host a cluster (use postgres)`,
+      );
+    }
+    member = new ClusterMember(store, env.clock, options.cluster, {
+      info: (fields, message) => appRef?.log.info(fields, message),
+      warn: (fields, message) => appRef?.log.warn(fields, message),
+      error: (fields, message) => appRef?.log.error(fields, message),
+    });
+  }
   const runtime = new Runtime({
     clock: env.clock,
     storage: env.storage,
-    placement: new LocalPlacement(env.storage),
+    placement: member ?? new LocalPlacement(env.storage),
     telemetry,
     ...(options.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: options.idleTimeoutMs }),
   });
   runtimeRef = runtime;
+  member?.attach(runtime);
   const toolRunners = new ToolRunners();
   const embedders = options.embedders ?? new Embedders(llm);
   const tools = new ToolService(env);
@@ -141,6 +163,7 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
     llm,
     version: KELPIE_VERSION,
     ...(metrics ? { observability: { metrics, tracer } } : {}),
+    ...(member ? { cluster: member } : {}),
   };
   new MultiAgentTools(services.messages, env.storage).register(toolRunners);
   new MemoryTierTools(services.archival, services.working, embedders).register(toolRunners);
@@ -152,13 +175,17 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
     ...(options.security ? { security: options.security } : {}),
     ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
   });
+  appRef = app;
+  await member?.join();
   runtime.start();
   return {
     app,
     services,
     async close() {
       await app.close();
+      // Drains in-flight turns and gives each lease back; then the node leaves (any lease left lapses).
       await runtime.stop();
+      await member?.leave();
       await services.archival.close();
       await services.customTools.sandbox.close();
       await services.mcp.connections.closeAll();

@@ -3,11 +3,11 @@
 import { setMaxListeners } from "node:events";
 import type { Env } from "../core/env.ts";
 import { invalidField, KelpieError } from "../core/errors.ts";
-import { newId } from "../core/ids.ts";
+import { idFromKey, newId } from "../core/ids.ts";
 import type { ToolSpec } from "../llm/types.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { MessageContentPart, MessageRecord, RunRecord } from "../storage/types.ts";
-import type { LettaMessageOptions } from "./letta-messages.ts";
+import { type LettaMessageOptions, toLettaMessages } from "./letta-messages.ts";
 import {
   MAX_STEPS_DEFAULT,
   MAX_STEPS_MAX,
@@ -18,6 +18,8 @@ import {
 
 export const INPUT_MESSAGES_MAX = 256;
 export const INPUT_TEXT_CHARS_MAX = 1_000_000;
+/** A replayed run returns at most this many of its messages (a turn has at most MAX_STEPS_MAX steps). */
+const RUN_REPLAY_MESSAGES_MAX = 10_000;
 
 /** One input message as Letta's MessageCreate carries it. */
 export interface MessageCreateInput {
@@ -54,7 +56,20 @@ export interface SendOptions {
   actor?: string;
   /** The conversation to continue; the agent's default history when absent. */
   conversationId?: string;
+  /**
+   * The client's Idempotency-Key: the run's id derives from it, so a retry (on any node, after
+   * any crash) returns the finished run, joins the one in flight, or resumes the one whose node
+   * died from its last committed step: the turn takes effect once.
+   */
+  idempotencyKey?: string;
 }
+
+/** The run id an Idempotency-Key names for one agent. */
+export function idempotentRunId(agentId: string, key: string): string {
+  return idFromKey("run", `${agentId}\n${key}`);
+}
+
+const RUN_TERMINAL = new Set(["completed", "failed", "cancelled"]);
 
 function contentParts(content: unknown, loc: (string | number)[]): MessageContentPart[] {
   if (typeof content === "string") {
@@ -83,6 +98,8 @@ function contentParts(content: unknown, loc: (string | number)[]): MessageConten
 
 export class MessageService {
   private readonly active = new Map<string, { agentId: string; controller: AbortController }>();
+  /** Turns in flight here under an Idempotency-Key, by run id: a retry joins the first attempt. */
+  private readonly keyed = new Map<string, Promise<TurnResult>>();
 
   constructor(
     private readonly env: Env,
@@ -262,8 +279,81 @@ export class MessageService {
     options: SendOptions,
     runCreated?: RunRecord,
   ): Promise<TurnResult> {
-    const runId = runCreated?.id ?? newId("run", this.env.rng);
-    const input = this.parseInput(agentId, body, runId, options.senderId);
+    if (options.idempotencyKey !== undefined && runCreated === undefined)
+      return this.sendOnce(agentId, body, options, options.idempotencyKey);
+    return this.runTurn(agentId, body, options, runCreated, false);
+  }
+
+  private async sendOnce(
+    agentId: string,
+    body: SendRequestBody,
+    options: SendOptions,
+    key: string,
+  ): Promise<TurnResult> {
+    const runId = idempotentRunId(agentId, key);
+    const inFlight = this.keyed.get(runId);
+    if (inFlight !== undefined) return this.replay(await inFlight, options);
+    // Validate first: a bad retry is a 4xx like the first attempt was.
+    this.parseInput(agentId, body, runId, options.senderId);
+    MessageService.maxSteps(body);
+    const attempt = (async (): Promise<TurnResult> => {
+      const existing = await this.env.storage.getRun(runId);
+      if (existing === null) {
+        return this.runTurn(agentId, body, options, undefined, false, runId);
+      }
+      if (existing.agent_id !== agentId) {
+        throw new KelpieError("CONFLICT", `Idempotency-Key '${key}' was used for another agent`);
+      }
+      const earlier = await this.committedResult(existing, MessageService.messageOptions(body));
+      if (RUN_TERMINAL.has(existing.status)) return this.replay(earlier, options);
+      // The node running it died after some steps committed: go on from the last one, with the
+      // input already in the history.
+      for (const message of earlier.messages) options.onEvent?.({ type: "message", message });
+      const rest = await this.runTurn(agentId, body, options, existing, true);
+      return { ...rest, messages: [...earlier.messages, ...rest.messages] };
+    })();
+    this.keyed.set(runId, attempt);
+    try {
+      return await attempt;
+    } finally {
+      this.keyed.delete(runId);
+    }
+  }
+
+  /** What a run committed, as its response: its messages (not the input), stop reason and usage. */
+  private async committedResult(run: RunRecord, options: LettaMessageOptions): Promise<TurnResult> {
+    const records = await this.env.storage.listRunMessages(run.id, {
+      limit: RUN_REPLAY_MESSAGES_MAX,
+      order: "asc",
+    });
+    const messages = records
+      .filter((m) => m.role !== "user" && m.role !== "system")
+      .flatMap((m) => toLettaMessages(m, options));
+    return {
+      runId: run.id,
+      messages,
+      stopReason: (run.stop_reason ?? "error") as TurnResult["stopReason"],
+      usage: { ...run.usage },
+      ...(run.error === null ? {} : { error: new KelpieError("INTERNAL", run.error) }),
+    };
+  }
+
+  /** A finished result handed to a retry; a streaming retry sees its messages as events. */
+  private replay(result: TurnResult, options: SendOptions): TurnResult {
+    for (const message of result.messages) options.onEvent?.({ type: "message", message });
+    return result;
+  }
+
+  private async runTurn(
+    agentId: string,
+    body: SendRequestBody,
+    options: SendOptions,
+    runCreated: RunRecord | undefined,
+    resume: boolean,
+    runIdGiven?: string,
+  ): Promise<TurnResult> {
+    const runId = runCreated?.id ?? runIdGiven ?? newId("run", this.env.rng);
+    const input = resume ? [] : this.parseInput(agentId, body, runId, options.senderId);
     const maxSteps = MessageService.maxSteps(body);
     const messageOptions = MessageService.messageOptions(body);
     const clientTools = MessageService.clientTools(body);
@@ -294,9 +384,19 @@ export class MessageService {
   }
 
   /** Creates the run record now and runs the turn in the background. */
-  async sendAsync(agentId: string, body: SendRequestBody, actor?: string): Promise<RunRecord> {
+  async sendAsync(
+    agentId: string,
+    body: SendRequestBody,
+    actor?: string,
+    idempotencyKey?: string,
+  ): Promise<RunRecord> {
+    if (idempotencyKey !== undefined) {
+      const existing = await this.env.storage.getRun(idempotentRunId(agentId, idempotencyKey));
+      if (existing !== null) return existing;
+    }
     const run: RunRecord = {
-      id: newId("run", this.env.rng),
+      id:
+        idempotencyKey === undefined ? newId("run", this.env.rng) : idempotentRunId(agentId, idempotencyKey),
       agent_id: agentId,
       status: "created",
       stop_reason: null,

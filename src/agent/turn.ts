@@ -336,7 +336,14 @@ export class TurnRunner {
    */
   async run(invoke: Invoke, request: TurnRequest): Promise<TurnResult> {
     const { env } = this.deps;
-    const usage: Usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, step_count: 0 };
+    // A resumed run (an Idempotency-Key retry after its node died) goes on counting its steps.
+    const usage: Usage = {
+      prompt_tokens: 0,
+      completion_tokens: 0,
+      total_tokens: 0,
+      step_count: 0,
+      ...request.runCreated?.usage,
+    };
     const produced: LettaMessage[] = [];
     let run: RunRecord = request.runCreated ?? {
       id: request.runId,

@@ -7,6 +7,7 @@ import type { AgentService } from "../agent/agents.ts";
 import type { ContextService } from "../agent/context.ts";
 import type { MessageService } from "../agent/message-service.ts";
 import type { ToolRunners } from "../agent/tool-calls.ts";
+import type { ClusterMember } from "../cluster/member.ts";
 import { REQUEST_BODY_BYTES_MAX } from "../core/constants.ts";
 import type { Env } from "../core/env.ts";
 import type { LlmProvidersConfig } from "../llm/registry.ts";
@@ -23,6 +24,7 @@ import { agentFilesRoutes } from "./agent-files.ts";
 import { agentsRoutes } from "./agents.ts";
 import { archivalAgentRoutes, archivesRoutes, passagesRoutes } from "./archival.ts";
 import { blocksRoutes } from "./blocks.ts";
+import { installClusterRouting } from "./cluster-routing.ts";
 import { conversationsRoutes } from "./conversations.ts";
 import { installErrorHandler } from "./errors.ts";
 import { healthRoutes } from "./health.ts";
@@ -54,6 +56,8 @@ export interface Services {
   telemetry: Telemetry;
   llm: LlmProvidersConfig;
   version: string;
+  /** This node's membership and leases, when it runs in a cluster (PostgreSQL). */
+  cluster?: ClusterMember;
 }
 
 export interface AppOptions {
@@ -120,6 +124,8 @@ export function buildApp(services: Services, options: AppOptions = {}): FastifyI
     });
   }
   if (services.observability) installHttpObservability(app, services.observability, services.env.clock);
+  if (services.cluster)
+    installClusterRouting(app, services.cluster, services.runtime, services.env.storage, services.env.clock);
   app.register(healthRoutes, { services });
   app.register(metricsRoutes, { services });
   app.register(agentsRoutes, { prefix: "/v1/agents", services });

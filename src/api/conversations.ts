@@ -9,10 +9,11 @@ import { invalidField, KelpieError, notFound } from "../core/errors.ts";
 import { newId } from "../core/ids.ts";
 import type { ConversationRecord, MessageRecord } from "../storage/types.ts";
 import type { Services } from "./app.ts";
+import { idempotencyKeyOf } from "./idempotency.ts";
 import { lettaResponse, sendBody, streamTurn } from "./messages.ts";
 import { nullable, pageQuerySchema, stringArray } from "./schemas.ts";
 
-const DEFAULT_CONVERSATION = "default";
+export const DEFAULT_CONVERSATION = "default";
 /** A conversation's message listing scans at most this many of the agent's newest messages. */
 const CONVERSATION_MESSAGES_SCAN_MAX = 100_000;
 
@@ -242,13 +243,15 @@ export const conversationsRoutes: FastifyPluginAsync<{ services: Services }> = a
     reply: FastifyReply,
     actor: string | undefined,
     streaming: boolean,
+    idempotencyKey: string | undefined,
   ) => {
     const { agentId, conversationId } = await target(id, body.agent_id, ["body", "agent_id"]);
-    if (streaming) return streamTurn(services, agentId, body, reply, actor, conversationId);
+    if (streaming) return streamTurn(services, agentId, body, reply, actor, conversationId, idempotencyKey);
     const result = await services.messages.send(agentId, body, {
       streamTokens: false,
       ...(actor ? { actor } : {}),
       ...(conversationId === undefined ? {} : { conversationId }),
+      ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
     });
     if (result.error && result.usage.step_count === 0) throw result.error;
     return lettaResponse(result);
@@ -265,7 +268,14 @@ export const conversationsRoutes: FastifyPluginAsync<{ services: Services }> = a
     { schema: { params: conversationParams, body: conversationSendBody } },
     async (req, reply) => {
       const body = req.body ?? {};
-      return send(req.params.conversation_id, body, reply, req.apiKeyId, body.streaming !== false);
+      return send(
+        req.params.conversation_id,
+        body,
+        reply,
+        req.apiKeyId,
+        body.streaming !== false,
+        idempotencyKeyOf(req),
+      );
     },
   );
 

@@ -1,12 +1,13 @@
 // /v1/agents/{id}/messages: the conversation (list), sending messages (JSON, SSE, async runs),
 // cancelling runs, the context window and resetting the conversation.
-import type { FastifyPluginAsync, FastifyReply } from "fastify";
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import { LETTA_MESSAGE_OPTIONS_DEFAULT, toLettaMessages } from "../agent/letta-messages.ts";
 import { MessageService, type SendRequestBody } from "../agent/message-service.ts";
 import type { TurnResult } from "../agent/turn.ts";
 import { MESSAGE_PAGE_LIMIT_DEFAULT } from "../core/constants.ts";
 import { notFound } from "../core/errors.ts";
 import type { Services } from "./app.ts";
+import { idempotencyKeyOf } from "./idempotency.ts";
 import { presentAgent, presentRun } from "./present.ts";
 import { type PageQueryString, pageOf, pageQuerySchema, stringArray } from "./schemas.ts";
 import { SseStream } from "./sse.ts";
@@ -50,6 +51,7 @@ export async function streamTurn(
   reply: FastifyReply,
   actor: string | undefined,
   conversationId?: string,
+  idempotencyKey?: string,
 ): Promise<void> {
   const { messages } = services;
   // Validate (and 404 an unknown agent) before the stream opens, so errors stay plain JSON.
@@ -63,6 +65,7 @@ export async function streamTurn(
     onEvent: (event) => sse.send(event.message),
     ...(actor ? { actor } : {}),
     ...(conversationId === undefined ? {} : { conversationId }),
+    ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
   });
   if (result.error) {
     sse.send({
@@ -118,18 +121,20 @@ export const messagesRoutes: FastifyPluginAsync<{ services: Services }> = async 
     },
   );
 
-  const stream = (agentId: string, body: SendRequestBody, reply: FastifyReply, actor: string | undefined) =>
-    streamTurn(services, agentId, body, reply, actor);
+  const stream = (agentId: string, body: SendRequestBody, reply: FastifyReply, req: FastifyRequest) =>
+    streamTurn(services, agentId, body, reply, req.apiKeyId, undefined, idempotencyKeyOf(req));
 
   app.post<{ Params: AgentParams; Body: SendRequestBody | undefined }>(
     "/:agent_id/messages",
     { schema: { body: sendBody } },
     async (req, reply) => {
       const body = req.body ?? {};
-      if (body.streaming === true) return stream(req.params.agent_id, body, reply, req.apiKeyId);
+      if (body.streaming === true) return stream(req.params.agent_id, body, reply, req);
+      const idempotencyKey = idempotencyKeyOf(req);
       const result = await messages.send(req.params.agent_id, body, {
         streamTokens: false,
         ...(req.apiKeyId ? { actor: req.apiKeyId } : {}),
+        ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
       });
       // Nothing was committed: the request failed as a whole. Otherwise report how the turn ended.
       if (result.error && result.usage.step_count === 0) throw result.error;
@@ -140,13 +145,16 @@ export const messagesRoutes: FastifyPluginAsync<{ services: Services }> = async 
   app.post<{ Params: AgentParams; Body: SendRequestBody | undefined }>(
     "/:agent_id/messages/stream",
     { schema: { body: sendBody } },
-    async (req, reply) => stream(req.params.agent_id, req.body ?? {}, reply, req.apiKeyId),
+    async (req, reply) => stream(req.params.agent_id, req.body ?? {}, reply, req),
   );
 
   app.post<{ Params: AgentParams; Body: SendRequestBody | undefined }>(
     "/:agent_id/messages/async",
     { schema: { body: sendBody } },
-    async (req) => presentRun(await messages.sendAsync(req.params.agent_id, req.body ?? {}, req.apiKeyId)),
+    async (req) =>
+      presentRun(
+        await messages.sendAsync(req.params.agent_id, req.body ?? {}, req.apiKeyId, idempotencyKeyOf(req)),
+      ),
   );
 
   app.post<{ Params: AgentParams; Body: { run_ids?: string[] | null } | undefined }>(

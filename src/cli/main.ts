@@ -38,6 +38,7 @@ async function serve(): Promise<void> {
     sandboxAllowProcess: process.env.KELPIE_SANDBOX_ALLOW_PROCESS === "1",
     sandboxDefaults: config.sandboxDefaults,
     exaApiKey: config.exaApiKey,
+    ...(config.cluster ? { cluster: config.cluster } : {}),
     // Only a server with a data directory keeps graphs across restarts.
     ...(config.storage === "sqlite"
       ? { archivalIndexDir: join(config.dataDir, ARCHIVAL_INDEX_DIR_NAME) }

@@ -43,6 +43,22 @@ export const MESSAGE_PAGE_LIMIT_DEFAULT = 100;
 // Storage
 export const SQLITE_BUSY_TIMEOUT_MS = 5_000;
 export const POSTGRES_POOL_CONNECTIONS_MAX = 10;
+/** The server ends a session idle inside a transaction this long (a vanished node's locks). */
+export const POSTGRES_IDLE_IN_TRANSACTION_MS = 2_000;
+
+// Cluster (PostgreSQL): lease and membership times are the database's.
+/** How long an agent's lease lasts without renewal (KELPIE_LEASE_TTL_MS). */
+export const LEASE_TTL_MS_DEFAULT = 10_000;
+/** Heartbeats (which renew every lease the node holds) per lease TTL, by default. */
+export const HEARTBEATS_PER_LEASE_TTL = 4;
+/** A node whose heartbeat is older than this many lease TTLs counts as dead. */
+export const NODE_DEAD_AFTER_LEASE_TTLS = 1;
+/** Shortest lease accepted: heartbeats must have time to renew it. */
+export const LEASE_TTL_MS_MIN = 200;
+/** Longest a forwarded request waits to connect to the owner node. */
+export const FORWARD_CONNECT_TIMEOUT_MS = 2_000;
+/** How often a node that found an agent's owner unreachable checks whether the lease lapsed. */
+export const LEASE_LAPSE_POLL_MS = 100;
 
 assert(
   ACTOR_IDLE_SWEEP_INTERVAL_MS < ACTOR_IDLE_TIMEOUT_MS,

@@ -17,6 +17,10 @@ export const ERRORS = {
   FENCED: { status: 409, retryable: true },
   SHUTTING_DOWN: { status: 503, retryable: true },
   STORAGE_UNAVAILABLE: { status: 503, retryable: true },
+  /** Another live node holds the agent's lease (a forwarded request that arrived too late). */
+  AGENT_ELSEWHERE: { status: 503, retryable: true },
+  /** The node that owned the agent failed while handling a forwarded request: outcome unknown. */
+  OWNER_FAILED: { status: 502, retryable: true },
   LLM_ERROR: { status: 502, retryable: true },
   LLM_NOT_CONFIGURED: { status: 400, retryable: false },
   CONTEXT_WINDOW_OVERFLOW: { status: 400, retryable: false },

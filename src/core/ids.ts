@@ -1,4 +1,5 @@
 // Ids in Letta's shape: `<prefix>-<uuid v4>`.
+import { createHash } from "node:crypto";
 import { invalidField } from "./errors.ts";
 import type { Rng } from "./rng.ts";
 
@@ -24,6 +25,16 @@ const ID_REGEXES = new Map<IdPrefix, RegExp>(
 
 export function newId(prefix: IdPrefix, rng: Rng): string {
   return `${prefix}-${rng.uuid()}`;
+}
+
+/**
+ * A stable id named by a key (an Idempotency-Key, scoped by the caller): the same key always
+ * names the same id, so a retry finds what the first attempt committed. A UUID v8 of SHA-256.
+ */
+export function idFromKey(prefix: IdPrefix, key: string): string {
+  const hex = createHash("sha256").update(key).digest("hex");
+  const variant = ((Number.parseInt(hex[16]!, 16) & 0x3) | 0x8).toString(16);
+  return `${prefix}-${hex.slice(0, 8)}-${hex.slice(8, 12)}-8${hex.slice(13, 16)}-${variant}${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
 }
 
 export function isId(prefix: IdPrefix, value: unknown): value is string {

@@ -38,6 +38,8 @@ interface Activation {
   lastActiveMs: number;
   running: boolean;
   deactivating: boolean;
+  /** Its lease was lost: it ends without releasing one. */
+  leaseLost: boolean;
   queue: Envelope[] | null;
 }
 
@@ -109,6 +111,7 @@ export class Runtime {
         lastActiveMs: this.clock.monotonicMs(),
         running: false,
         deactivating: false,
+        leaseLost: false,
         queue: null,
       };
       this.activations.set(agentId, activation);
@@ -212,7 +215,7 @@ export class Runtime {
   private failQueuedOrKeep(activation: Activation): void {
     const rest = activation.queue ?? [];
     this.remove(activation);
-    void this.placement.release(activation.agentId, activation.token);
+    if (!activation.leaseLost) void this.placement.release(activation.agentId, activation.token);
     for (const envelope of rest) {
       this.invoke(activation.agentId, envelope.run, envelope.operation).then(
         envelope.resolve,
@@ -246,6 +249,35 @@ export class Runtime {
       await this.placement.release(activation.agentId, activation.token);
     }
     return idle.length;
+  }
+
+  /** Agent id → fencing token of every activation that has taken one (for lease renewal). */
+  heldLeases(): Map<string, number> {
+    const held = new Map<string, number>();
+    for (const a of this.activations.values()) if (a.token > 0) held.set(a.agentId, a.token);
+    return held;
+  }
+
+  /**
+   * Ends the activation holding `token` because its lease is gone: at once when idle, else after
+   * its running op (whose commits the fence rejects anyway); queued ops start a fresh activation.
+   * The lease is not released: it is no longer this node's.
+   */
+  evict(agentId: string, token: number): void {
+    const activation = this.activations.get(agentId);
+    if (activation === undefined || activation.token !== token) return;
+    if (activation.running) {
+      activation.deactivating = true;
+      activation.leaseLost = true;
+      return;
+    }
+    this.remove(activation);
+  }
+
+  /** Whether the agent has an activation here holding a lease. */
+  isHeld(agentId: string): boolean {
+    const a = this.activations.get(agentId);
+    return a !== undefined && a.token > 0 && !a.deactivating;
   }
 
   isActive(agentId: string): boolean {

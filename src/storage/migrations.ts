@@ -185,6 +185,24 @@ CREATE TABLE conversations (
 CREATE INDEX conversations_agent_seq ON conversations (agent_id, seq);
 `;
 
+// Cluster membership and leases (PostgreSQL only: several nodes share one database). A lease lives
+// on the agent's fence row, so taking it and taking the next token are one statement.
+const V7_CLUSTER_POSTGRES = `
+ALTER TABLE agent_fences
+  ADD COLUMN node_id TEXT,
+  ADD COLUMN incarnation BIGINT,
+  ADD COLUMN lease_expires_at TIMESTAMPTZ;
+CREATE INDEX agent_fences_node ON agent_fences (node_id, incarnation) WHERE node_id IS NOT NULL;
+CREATE TABLE cluster_nodes (
+  node_id TEXT PRIMARY KEY,
+  advertise_url TEXT NOT NULL,
+  incarnation BIGINT NOT NULL,
+  heartbeat_at TIMESTAMPTZ NOT NULL,
+  started_at TIMESTAMPTZ NOT NULL,
+  left_at TIMESTAMPTZ
+);
+`;
+
 // Versions need not be contiguous: each missing one is applied once, in order.
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -221,6 +239,13 @@ export const MIGRATIONS: readonly Migration[] = [
     name: "conversations",
     sqlite: V6_CONVERSATIONS({ seq: "INTEGER PRIMARY KEY AUTOINCREMENT", json: "TEXT" }),
     postgres: V6_CONVERSATIONS({ seq: "BIGSERIAL PRIMARY KEY", json: "JSONB" }),
+  },
+  {
+    version: 7,
+    name: "cluster membership and agent leases",
+    // A single SQLite node needs neither.
+    sqlite: "",
+    postgres: V7_CLUSTER_POSTGRES,
   },
 ];
 

@@ -2,9 +2,10 @@
 // transaction; the fencing check locks the agent's fence row, so two commits with different
 // tokens cannot both pass.
 import postgres from "postgres";
-import { POSTGRES_POOL_CONNECTIONS_MAX } from "../core/constants.ts";
+import { POSTGRES_IDLE_IN_TRANSACTION_MS, POSTGRES_POOL_CONNECTIONS_MAX } from "../core/constants.ts";
 import { invalidField, isKelpieError, KelpieError, notFound } from "../core/errors.ts";
 import { MIGRATIONS } from "./migrations.ts";
+import { PostgresCluster } from "./postgres-cluster.ts";
 import { PostgresTiers } from "./postgres-tiers.ts";
 import {
   agentListSql,
@@ -69,15 +70,20 @@ function isConnectionError(err: unknown): boolean {
 export class PostgresStorage implements Storage {
   readonly engine = "postgres" as const;
   readonly tiers: PostgresTiers;
+  readonly cluster: PostgresCluster;
   private readonly sql: postgres.Sql;
 
   constructor(options: PostgresOptions) {
     this.sql = postgres(options.url, {
       max: options.maxConnections ?? POSTGRES_POOL_CONNECTIONS_MAX,
       onnotice: () => {},
+      // A transaction left open by a node that vanished (kill -9, partition) would keep its fence
+      // row locked, and so block the takeover: the server ends such a session after this long.
+      connection: { idle_in_transaction_session_timeout: POSTGRES_IDLE_IN_TRANSACTION_MS },
       types: { bigint: postgres.BigInt },
     });
     this.tiers = new PostgresTiers(this.sql, (fn) => this.guard(fn));
+    this.cluster = new PostgresCluster(this.sql, (fn) => this.guard(fn));
   }
 
   /** Runs a storage call, turning connection failures into STORAGE_UNAVAILABLE. */
@@ -128,12 +134,22 @@ export class PostgresStorage implements Storage {
       this.sql.begin(async (tx) => {
         const fence = options?.fence;
         if (fence !== undefined) {
-          const rows = await tx`SELECT token FROM agent_fences WHERE agent_id = ${fence.agent_id} FOR UPDATE`;
+          // A lease that lapsed fences its holder too, even before anyone takes it over: so a node
+          // cut off from the database for a lease TTL can no longer commit when it reconnects.
+          const rows =
+            await tx`SELECT token, lease_expires_at IS NOT NULL AND lease_expires_at <= now() AS lapsed
+            FROM agent_fences WHERE agent_id = ${fence.agent_id} FOR UPDATE`;
           const stored = rows.length === 0 ? 0 : Number(rows[0]!.token);
           if (stored !== fence.token) {
             throw new KelpieError(
               "FENCED",
               `agent ${fence.agent_id}: fencing token ${fence.token} is stale (current ${stored})`,
+            );
+          }
+          if (rows[0]!.lapsed === true) {
+            throw new KelpieError(
+              "FENCED",
+              `agent ${fence.agent_id}: the lease of token ${fence.token} lapsed`,
             );
           }
         }

@@ -251,10 +251,71 @@ export interface CommitOptions {
   fence?: Fence | undefined;
 }
 
+/** A node of the cluster, as its membership row records it. */
+export interface ClusterNode {
+  node_id: string;
+  advertise_url: string;
+  /** Goes up by one each time a process registers under this node id. */
+  incarnation: number;
+  /** Whether its heartbeat is fresh (within the dead-after timeout) and it has not left. */
+  live: boolean;
+}
+
+/** Who holds an agent's lease, when someone does and it has not lapsed. */
+export interface LeaseOwner {
+  node_id: string;
+  incarnation: number;
+  advertise_url: string;
+}
+
+export type LeaseAcquisition = { acquired: true; token: number } | { acquired: false; owner: LeaseOwner };
+
+/** One node's identity in the cluster: its id and this process's incarnation of it. */
+export interface NodeIdentity {
+  node_id: string;
+  incarnation: number;
+}
+
+/**
+ * Membership and agent leases, kept in the shared database and timed by the database's clock
+ * only, so that skew between node clocks cannot make two owners. An agent's lease lives on its
+ * fence row: acquiring it takes the next fencing token, so a commit from any earlier holder fails.
+ */
+export interface ClusterStore {
+  /** Registers (or re-registers, with the next incarnation) a node; its heartbeat starts fresh. */
+  registerNode(nodeId: string, advertiseUrl: string): Promise<NodeIdentity>;
+  /**
+   * Refreshes the node's heartbeat and renews, to now + ttl, every lease it holds that has not
+   * lapsed; returns the agents renewed with their tokens, or null when this incarnation was
+   * superseded or has left (the node must stop serving).
+   */
+  heartbeat(node: NodeIdentity, leaseTtlMs: number): Promise<Map<string, number> | null>;
+  /**
+   * Takes an agent's lease (and the next fencing token) unless another incarnation holds it
+   * unlapsed while that node is live; a lease of a superseded, departed or dead node is taken.
+   */
+  acquireLease(
+    agentId: string,
+    node: NodeIdentity,
+    leaseTtlMs: number,
+    nodeDeadAfterMs: number,
+  ): Promise<LeaseAcquisition>;
+  /** Gives a lease back (when the token still matches); the token stays for the next holder to pass. */
+  releaseLease(agentId: string, node: NodeIdentity, token: number): Promise<void>;
+  /** The agent's live lease holder, or null when none holds an unlapsed lease. */
+  leaseOwner(agentId: string, nodeDeadAfterMs: number): Promise<LeaseOwner | null>;
+  /** Marks the node departed and releases every lease it holds (a clean shutdown). */
+  leave(node: NodeIdentity): Promise<void>;
+  /** Every registered node, live or not. */
+  listNodes(nodeDeadAfterMs: number): Promise<ClusterNode[]>;
+}
+
 export interface Storage {
   readonly engine: "memory" | "sqlite" | "postgres";
   /** Archival and working memory, in the same database. */
   readonly tiers: MemoryTierStorage;
+  /** Membership and leases, on engines several nodes can share (PostgreSQL; the simulator's). */
+  readonly cluster?: ClusterStore | undefined;
 
   /** Applies pending schema migrations; safe to call on every start. */
   migrate(): Promise<void>;

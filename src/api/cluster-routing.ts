@@ -1,0 +1,89 @@
+// Any node accepts any request. A request that acts on an agent (every write, and streams) runs
+// on the node holding the agent's lease: this node takes the lease when nobody live holds it,
+// else forwards the request to the holder. When the holder cannot be reached, the request waits
+// for its lease to lapse (at most a lease TTL, plus a margin) and then runs here.
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { AgentElsewhereError, type ClusterMember } from "../cluster/member.ts";
+import type { Clock } from "../core/clock.ts";
+import { LEASE_LAPSE_POLL_MS } from "../core/constants.ts";
+import { isKelpieError, KelpieError } from "../core/errors.ts";
+import type { Runtime } from "../runtime/runtime.ts";
+import type { LeaseOwner, Storage } from "../storage/types.ts";
+import { DEFAULT_CONVERSATION } from "./conversations.ts";
+import { FORWARDED_BY_HEADER, forward, forwardableBody } from "./forward.ts";
+
+/** Past the lease TTL, how much longer a request waits for an unreachable owner's lease to lapse. */
+export const FAILOVER_WAIT_MARGIN_MS = 1_000;
+
+/** The agent a request acts on, when it must run at the agent's owner; null when it can run anywhere. */
+async function agentOf(req: FastifyRequest, storage: Storage): Promise<string | null> {
+  const route = req.routeOptions.url ?? "";
+  const writes = req.method !== "GET" && req.method !== "HEAD" && req.method !== "OPTIONS";
+  if (!writes && !route.endsWith("/stream")) return null;
+  const params = (req.params ?? {}) as Record<string, string | undefined>;
+  if (params.agent_id !== undefined) return params.agent_id;
+  if (params.conversation_id !== undefined && route.startsWith("/v1/conversations/")) {
+    if (params.conversation_id === DEFAULT_CONVERSATION) {
+      const fromBody = (req.body as { agent_id?: unknown } | undefined)?.agent_id;
+      const fromQuery = (req.query as { agent_id?: unknown } | undefined)?.agent_id;
+      const id = typeof fromBody === "string" ? fromBody : fromQuery;
+      return typeof id === "string" ? id : null;
+    }
+    return (await storage.getConversation(params.conversation_id))?.agent_id ?? null;
+  }
+  if (params.run_id !== undefined && route.startsWith("/v1/runs/")) {
+    return (await storage.getRun(params.run_id))?.agent_id ?? null;
+  }
+  return null;
+}
+
+export function installClusterRouting(
+  app: FastifyInstance,
+  member: ClusterMember,
+  runtime: Runtime,
+  storage: Storage,
+  clock: Clock,
+): void {
+  /** Null when the agent runs here (its lease is ours now, or it does not exist); else its owner. */
+  const claim = async (agentId: string): Promise<LeaseOwner | null> => {
+    if (runtime.isHeld(agentId)) return null;
+    try {
+      await runtime.invoke(agentId, async () => {}, "claim");
+      return null;
+    } catch (err) {
+      if (err instanceof AgentElsewhereError) return err.owner;
+      if (isKelpieError(err) && (err.code === "AGENT_NOT_FOUND" || err.code === "NOT_FOUND")) return null;
+      throw err;
+    }
+  };
+
+  app.addHook("preHandler", async (req, reply) => {
+    if (req.headers[FORWARDED_BY_HEADER] !== undefined || !forwardableBody(req)) return;
+    const agentId = await agentOf(req, storage);
+    if (agentId === null) return;
+    const deadlineMs = clock.monotonicMs() + member.config.leaseTtlMs + FAILOVER_WAIT_MARGIN_MS;
+    for (;;) {
+      const owner = await claim(agentId);
+      if (owner === null) return;
+      const outcome = await forward(req, reply, owner.advertise_url, member.config.nodeId);
+      if (outcome.kind === "answered") return reply;
+      if (outcome.kind === "failed") {
+        throw new KelpieError(
+          "OWNER_FAILED",
+          `node ${owner.node_id} failed while handling this request (${outcome.reason}); it may or may not have taken effect: retry with the same Idempotency-Key`,
+        );
+      }
+      if (clock.monotonicMs() >= deadlineMs) {
+        throw new KelpieError(
+          "AGENT_ELSEWHERE",
+          `agent ${agentId} is leased to node ${owner.node_id}, which cannot be reached (${outcome.reason}); retry shortly`,
+        );
+      }
+      req.log.warn(
+        { agent_id: agentId, owner: owner.node_id, reason: outcome.reason },
+        "owner unreachable; waiting for its lease to lapse",
+      );
+      await clock.sleepMs(LEASE_LAPSE_POLL_MS);
+    }
+  });
+}
