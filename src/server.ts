@@ -42,6 +42,8 @@ import { ToolService } from "./tools/tool-service.ts";
 import { WebTools } from "./tools/web-tools.ts";
 
 export const KELPIE_VERSION = "0.1.0";
+/** While draining, how often sockets that fell idle are closed. */
+const IDLE_CONNECTION_SWEEP_MS = 50;
 
 export interface Kelpie {
   app: FastifyInstance;
@@ -182,7 +184,14 @@ export async function createKelpie(baseEnv: Env, options: KelpieOptions = {}): P
     app,
     services,
     async close() {
-      await app.close();
+      // Keep-alive sockets (other nodes' forwarding pools, clients) that fall idle once their
+      // request is answered would hold the close open until they time out: close them as they do.
+      const sweep = setInterval(() => app.server.closeIdleConnections(), IDLE_CONNECTION_SWEEP_MS);
+      try {
+        await app.close();
+      } finally {
+        clearInterval(sweep);
+      }
       // Drains in-flight turns and gives each lease back; then the node leaves (any lease left lapses).
       await runtime.stop();
       await member?.leave();
