@@ -86,6 +86,10 @@ interface LoadedIndex {
   /** Inserts and deletes since the graph was last saved. */
   changes: number;
   savedAtMs: number;
+  /** Storage was scanned through this seq (on a shared database other nodes insert too). */
+  scannedSeq: number;
+  /** The catch-up scan in progress, if any. */
+  catchingUp: Promise<void> | null;
 }
 
 export class ArchivalService {
@@ -330,6 +334,8 @@ export class ArchivalService {
         maxSeq: 0,
         changes: 0,
         savedAtMs: this.env.clock.monotonicMs(),
+        scannedSeq: 0,
+        catchingUp: null,
       };
       entry.ready = (async () => {
         if (!(await this.restore(archiveId, entry))) await this.build(archiveId, entry);
@@ -345,8 +351,35 @@ export class ArchivalService {
       }
     } else {
       await loaded.ready;
+      await this.catchUp(archiveId, loaded);
     }
     return loaded.index;
+  }
+
+  /**
+   * On a database several nodes share, passages inserted through other nodes since the last scan
+   * join this node's index before it is searched (one indexed range query, usually empty).
+   * Passages deleted elsewhere drop out when their rows are not found.
+   */
+  private async catchUp(archiveId: string, entry: LoadedIndex): Promise<void> {
+    if (this.env.storage.cluster === undefined) return;
+    entry.catchingUp ??= (async () => {
+      for (;;) {
+        const batch = await this.tiers.scanPassageVectors(archiveId, entry.scannedSeq, INDEX_LOAD_BATCH);
+        if (batch.length === 0) return;
+        const fresh = entry.index === null ? batch : batch.filter((p) => !entry.index!.has(p.seq));
+        if (fresh.length > 0) {
+          entry.index ??= new VectorIndex(fresh[0]!.vector.length, this.hnswMin);
+          entry.index.add(fresh);
+          entry.changes += fresh.length;
+        }
+        entry.scannedSeq = batch.at(-1)!.seq;
+        entry.maxSeq = Math.max(entry.maxSeq, entry.scannedSeq);
+      }
+    })().finally(() => {
+      entry.catchingUp = null;
+    });
+    await entry.catchingUp;
   }
 
   /** Builds the index from a full scan of the archive's vectors. */
@@ -360,6 +393,7 @@ export class ArchivalService {
       entry.index.add(batch);
       entry.maxSeq = batch.at(-1)!.seq;
     }
+    entry.scannedSeq = entry.maxSeq;
     // Never saved: the whole index is unsaved change.
     entry.changes = entry.index?.size ?? 0;
     this.indexStats.built += 1;
@@ -412,6 +446,7 @@ export class ArchivalService {
     if (index.size !== (await this.tiers.countPassages([archiveId]))) return discard();
     entry.index = index;
     entry.maxSeq = after;
+    entry.scannedSeq = after;
     entry.changes = added;
     this.indexStats.loaded += 1;
     return true;
