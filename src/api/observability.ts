@@ -1,6 +1,6 @@
 // HTTP-level observability: a span per request (the root of the request's trace) and a latency
 // histogram by route; and GET /metrics in Prometheus text format.
-import { context, SpanKind, SpanStatusCode, type Tracer, trace } from "@opentelemetry/api";
+import { context, propagation, SpanKind, SpanStatusCode, type Tracer, trace } from "@opentelemetry/api";
 import type { FastifyInstance, FastifyPluginAsync } from "fastify";
 import type { Clock } from "../core/clock.ts";
 import type { KelpieMetrics } from "../observability/metrics.ts";
@@ -18,10 +18,17 @@ export function installHttpObservability(
     const span =
       tracer === null
         ? undefined
-        : tracer.startSpan(`${req.method} ${req.routeOptions.url ?? req.url}`, {
-            kind: SpanKind.SERVER,
-            attributes: { "http.request.method": req.method, "url.path": req.url.split("?")[0] ?? "" },
-          });
+        : tracer.startSpan(
+            `${req.method} ${req.routeOptions.url ?? req.url}`,
+            {
+              kind: SpanKind.SERVER,
+              attributes: { "http.request.method": req.method, "url.path": req.url.split("?")[0] ?? "" },
+            },
+            // A request forwarded by another node (or sent by a traced client) continues its trace.
+            req.headers.traceparent === undefined
+              ? context.active()
+              : propagation.extract(context.active(), req.headers),
+          );
     // The raw response closes for every request, streamed (SSE) or not.
     reply.raw.once("close", () => {
       const route = req.routeOptions.url ?? "unmatched";

@@ -58,9 +58,27 @@ describe("OpenTelemetry tracing", () => {
     fake.script(() => ({ toolCalls: [{ name: "send_message", args: { message: "traced" } }] }));
     const agent = (await t.req("POST", "/v1/agents/", { model: "openai/gpt-4o-mini" })).body;
     expect((await t.req("POST", `/v1/agents/${agent.id}/messages`, { input: "trace me" })).status).toBe(200);
-    for (let i = 0; i < 100 && !spans.some((s) => s.name === "llm.call"); i++)
+    // A request that carries a trace context (another node forwarding it) continues that trace.
+    const callerTraceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const callerSpanId = "00f067aa0ba902b7";
+    const forwarded = await t.kelpie.app.inject({
+      method: "GET",
+      url: `/v1/agents/${agent.id}`,
+      headers: { traceparent: `00-${callerTraceId}-${callerSpanId}-01` },
+    });
+    expect(forwarded.statusCode).toBe(200);
+    for (
+      let i = 0;
+      i < 100 &&
+      !(spans.some((s) => s.name === "llm.call") && spans.some((s) => s.traceId === callerTraceId));
+      i++
+    )
       await new Promise((r) => setTimeout(r, 50));
     await t.kelpie.close();
+    expect(spans.find((s) => s.traceId === callerTraceId)).toMatchObject({
+      name: "GET /v1/agents/:agent_id",
+      parentSpanId: callerSpanId,
+    });
     const root = spans.find((s) => s.name === "POST /v1/agents/:agent_id/messages");
     expect(root, JSON.stringify(spans.map((s) => s.name))).toBeDefined();
     const inTrace = spans.filter((s) => s.traceId === root!.traceId);
