@@ -63,6 +63,10 @@ export class ClusterMember implements Placement {
   private lastRenewedMs = 0;
   private stateValue: MemberState = "joining";
   private beating = false;
+  /** Leases this node took and has not given back or lost: agent id → token, and when. */
+  private readonly granted = new Map<string, { token: number; atMs: number }>();
+  /** Agents whose lease this node is taking right now. */
+  private readonly acquiring = new Set<string>();
 
   constructor(
     private readonly store: ClusterStore,
@@ -123,6 +127,7 @@ export class ClusterMember implements Placement {
   async beat(): Promise<void> {
     if (this.beating || this.identityValue === null) return;
     this.beating = true;
+    let again = false;
     const startedMs = this.clock.monotonicMs();
     try {
       const renewed = await this.store.heartbeat(this.identityValue, this.config.leaseTtlMs);
@@ -133,7 +138,16 @@ export class ClusterMember implements Placement {
           { node_id: this.config.nodeId, incarnation: this.identityValue.incarnation },
           "this node's membership was taken over by a newer incarnation or ended: it stops serving agents",
         );
-        this.evictAll(new Map());
+        this.evictAll(new Map(), Number.POSITIVE_INFINITY);
+        return;
+      }
+      // A lease taken while this heartbeat was in flight may be missing from `renewed`: keep it.
+      this.evictAll(renewed, startedMs);
+      this.releaseStray(renewed);
+      // A heartbeat that took a whole TTL (it hung on the database) proves nothing about now:
+      // beat again at once rather than count from its start.
+      if (this.clock.monotonicMs() - startedMs >= this.config.leaseTtlMs) {
+        again = true;
         return;
       }
       // The database renewed the leases to its now + ttl at some instant after `startedMs`, so
@@ -143,7 +157,6 @@ export class ClusterMember implements Placement {
         this.log.info({ node_id: this.config.nodeId }, "the database is reachable again: serving agents");
       }
       this.stateValue = "serving";
-      this.evictAll(renewed);
     } catch (err) {
       this.log.warn(
         { node_id: this.config.nodeId, err: (err as Error).message },
@@ -153,6 +166,7 @@ export class ClusterMember implements Placement {
     } finally {
       this.beating = false;
     }
+    if (again) await this.beat();
   }
 
   /** Past a lease TTL since the last renewal, every lease is gone: drop the activations, say so. */
@@ -164,14 +178,29 @@ export class ClusterMember implements Placement {
       { node_id: this.config.nodeId, silent_ms: Math.round(silentMs), err: err?.message },
       "no heartbeat reached the database for a lease TTL: this node's leases lapsed; it commits nothing until it reconnects",
     );
-    this.evictAll(new Map());
+    this.evictAll(new Map(), Number.POSITIVE_INFINITY);
   }
 
-  /** Ends every local activation whose lease is not in `kept` (agent id → token). */
-  private evictAll(kept: Map<string, number>): void {
+  /**
+   * Gives back leases the database renewed that no activation here uses (its activation was
+   * evicted without a release): otherwise they would stay with this node, renewed forever.
+   */
+  private releaseStray(renewed: Map<string, number>): void {
+    for (const [agentId, token] of renewed) {
+      if (this.acquiring.has(agentId) || this.granted.get(agentId)?.token === token) continue;
+      void this.release(agentId, token);
+    }
+  }
+
+  /** Ends every local activation granted before `beforeMs` whose lease is not in `kept` (agent id → token). */
+  private evictAll(kept: Map<string, number>, beforeMs: number): void {
     if (this.holder === null) return;
     for (const [agentId, token] of this.holder.heldLeases()) {
-      if (kept.get(agentId) !== token) this.holder.evict(agentId, token);
+      if (kept.get(agentId) === token) continue;
+      const grant = this.granted.get(agentId);
+      if (grant !== undefined && grant.token === token && grant.atMs >= beforeMs) continue;
+      this.granted.delete(agentId);
+      this.holder.evict(agentId, token);
     }
   }
 
@@ -179,17 +208,25 @@ export class ClusterMember implements Placement {
     if (this.stateValue !== "serving") {
       throw new KelpieError("STORAGE_UNAVAILABLE", `node ${this.config.nodeId} is ${this.stateValue}`);
     }
-    const got = await this.store.acquireLease(
-      agentId,
-      this.identity,
-      this.config.leaseTtlMs,
-      this.nodeDeadAfterMs,
-    );
-    if (!got.acquired) throw new AgentElsewhereError(agentId, got.owner);
-    return got.token;
+    this.acquiring.add(agentId);
+    try {
+      const got = await this.store.acquireLease(
+        agentId,
+        this.identity,
+        this.config.leaseTtlMs,
+        this.nodeDeadAfterMs,
+      );
+      if (!got.acquired) throw new AgentElsewhereError(agentId, got.owner);
+      // Stamped when the grant is known committed: a heartbeat that starts later must renew it.
+      this.granted.set(agentId, { token: got.token, atMs: this.clock.monotonicMs() });
+      return got.token;
+    } finally {
+      this.acquiring.delete(agentId);
+    }
   }
 
   async release(agentId: string, token: number): Promise<void> {
+    if (this.granted.get(agentId)?.token === token) this.granted.delete(agentId);
     if (this.identityValue === null || this.stateValue === "left") return;
     try {
       await this.store.releaseLease(agentId, this.identityValue, token);

@@ -9,6 +9,10 @@ export const FAULT_TYPES = [
   "storage_corruption",
   "storage_latency",
   "network_partition",
+  // A node cut off from the database (its heartbeats fail, its leases lapse), and from the other
+  // nodes (requests forwarded to or from it fail).
+  "db_partition",
+  "node_partition",
   "network_delay",
   "network_loss",
   "network_reorder",
@@ -33,6 +37,8 @@ const WINDOW_FAULTS: ReadonlySet<FaultType> = new Set([
   "storage_corruption",
   "storage_latency",
   "network_partition",
+  "db_partition",
+  "node_partition",
   "network_delay",
   "network_loss",
   "network_reorder",

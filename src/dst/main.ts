@@ -4,12 +4,13 @@
 //   npm run dst -- --list-mutations              the planted bugs, one per line
 //   npm run dst -- --mutation NAME --seeds N     run with one bug planted; stops at the first seed
 //                                                that catches it (exit 1, with its replay command)
-// The last line of every run is one JSON object: seeds, failed, faults injected by type, the trace
-// hash (of the one seed, or of every seed's hash in order), simulated and wall milliseconds.
+// The last line of every run is one JSON object: seeds, failed, faults injected by type, what the
+// cluster did (leases taken and taken over, forwards, fenced commits and why they were rejected),
+// the trace hash (of the one seed, or of every seed's hash in order), simulated and wall milliseconds.
 import { createHash } from "node:crypto";
 import { FAULT_TYPES } from "./faults.ts";
 import { isPlantedBug, PLANTED_BUGS, type PlantedBug } from "./mutations.ts";
-import { noteUnhandledRejection, type RunResult, runSeed } from "./simulation.ts";
+import { type ClusterFigures, noteUnhandledRejection, type RunResult, runSeed } from "./simulation.ts";
 
 export const SEEDS_DEFAULT = 20;
 export const SEEDS_MAX = 1_000_000;
@@ -90,6 +91,14 @@ export async function dstCommand(argv: string[], env: NodeJS.ProcessEnv = proces
       : Array.from({ length: args.seeds }, (_, i) => (args.seedStart + i) >>> 0);
   const single = seeds.length === 1;
   const faults: Record<string, number> = Object.fromEntries(FAULT_TYPES.map((t) => [t, 0]));
+  const cluster: ClusterFigures = {
+    leasesAcquired: 0,
+    leasesTakenOver: 0,
+    forwards: 0,
+    fencedCommits: 0,
+    fencedCommitsRejected: 0,
+    lapsedCommitsRejected: 0,
+  };
   const hashes = createHash("sha256");
   let failed = 0;
   let simulatedMs = 0;
@@ -103,6 +112,7 @@ export async function dstCommand(argv: string[], env: NodeJS.ProcessEnv = proces
     lastHash = result.traceHash;
     hashes.update(`${seed}:${result.traceHash}\n`);
     for (const [type, n] of Object.entries(result.faults)) faults[type] = (faults[type] ?? 0) + n;
+    for (const key of Object.keys(cluster) as (keyof ClusterFigures)[]) cluster[key] += result.cluster[key];
     if (single && (args.printTrace || !result.ok)) console.log(result.trace.text());
     if (!result.ok) {
       failed++;
@@ -124,6 +134,14 @@ export async function dstCommand(argv: string[], env: NodeJS.ProcessEnv = proces
       seeds: runs,
       failed,
       faults,
+      cluster: {
+        leases_acquired: cluster.leasesAcquired,
+        leases_taken_over: cluster.leasesTakenOver,
+        forwards: cluster.forwards,
+        fenced_commits: cluster.fencedCommits,
+        fenced_commits_rejected: cluster.fencedCommitsRejected,
+        lapsed_lease_commits_rejected: cluster.lapsedCommitsRejected,
+      },
       trace_hash: single ? lastHash : hashes.digest("hex"),
       simulated_ms: simulatedMs,
       wall_ms: wallMs,

@@ -2,7 +2,9 @@
 // takes a seeded delay; inside fault windows messages are dropped, held back for seconds, or given
 // jitter large enough to overtake earlier ones; a partitioned node neither receives nor sends (a
 // message in flight when the partition starts is lost too). Delivery is a scheduler event, so the
-// order of arrivals is a function of the seed.
+// order of arrivals is a function of the seed. Between nodes (forwarded requests) every message
+// takes a seeded delay too, and a node cut off from the other nodes neither sends to nor receives
+// from any of them.
 import type { Rng } from "../core/rng.ts";
 import type { ActiveFaults, FaultCounters } from "./faults.ts";
 import type { SimScheduler } from "./scheduler.ts";
@@ -24,6 +26,8 @@ export interface NetworkDeps {
 
 export class SimNetwork {
   private readonly partitioned = new Set<number>();
+  /** Nodes cut off from the other nodes (not from the clients). */
+  private readonly isolated = new Set<number>();
   /** Latest scheduled arrival per node and direction, to tell when a message overtakes an earlier one. */
   private readonly lastArrivalMs = new Map<string, number>();
   messagesSent = 0;
@@ -45,6 +49,45 @@ export class SimNetwork {
 
   isPartitioned(nodeId: number): boolean {
     return this.partitioned.has(nodeId);
+  }
+
+  /** Called when a node is cut off from the other nodes (connections between them reset). */
+  readonly onIsolate: ((nodeId: number) => void)[] = [];
+
+  isolate(nodeId: number): void {
+    this.isolated.add(nodeId);
+    for (const listener of this.onIsolate) listener(nodeId);
+  }
+
+  rejoin(nodeId: number): void {
+    this.isolated.delete(nodeId);
+  }
+
+  /** Whether two nodes can reach each other now. */
+  linked(a: number, b: number): boolean {
+    return !this.isolated.has(a) && !this.isolated.has(b);
+  }
+
+  /**
+   * Sends one message from one node to another; `deliver` runs on arrival, or never when a
+   * partition between them drops it (at sending or on arrival).
+   */
+  sendBetweenNodes(from: number, to: number, label: string, deliver: () => void): void {
+    const { scheduler, rng, trace } = this.deps;
+    this.messagesSent++;
+    const drop = () => {
+      this.messagesDropped++;
+      trace(`net drop ${label} (node partition)`);
+    };
+    if (!this.linked(from, to)) {
+      drop();
+      return;
+    }
+    const delayMs = NETWORK_DELAY_MS_MIN + rng.int(NETWORK_DELAY_MS_MAX - NETWORK_DELAY_MS_MIN);
+    scheduler.schedule(delayMs, () => {
+      if (this.linked(from, to)) deliver();
+      else drop();
+    });
   }
 
   /**

@@ -3,11 +3,15 @@
 // the checksums kept at write time catch it: the read fails instead of serving bad bytes), and the
 // node crashes just before a write, just after one, or in the middle of a multi-row transaction
 // (applied or not, as the seed decides). A dead node's calls never complete, as a killed
-// process's would not.
+// process's would not. The node's membership and lease calls (the ClusterStore) go through the
+// same faults. While the node is cut off from the database, each call either fails after a
+// connect timeout or hangs until the partition heals and then reaches the database late (a
+// retransmitted request): a late commit meets a lease that lapsed meanwhile.
 import { KelpieError } from "../core/errors.ts";
 import type { Rng } from "../core/rng.ts";
 import type {
   BlockRecord,
+  ClusterStore,
   CommitOptions,
   MemoryTierStorage,
   MessageRecord,
@@ -15,7 +19,7 @@ import type {
   Storage,
   WorkingMemoryEntry,
 } from "../storage/types.ts";
-import { type ChecksumKind, checksum, type SimDisk, workingKey } from "./disk.ts";
+import { type ChecksumKind, checksum, type Origin, originOf, type SimDisk, workingKey } from "./disk.ts";
 import type { ActiveFaults, FaultCounters, FaultType } from "./faults.ts";
 import type { NodeClock } from "./scheduler.ts";
 
@@ -26,6 +30,10 @@ export const STORAGE_LATENCY_PROBABILITY = 0.5;
 export const STORAGE_LATENCY_MS_MAX = 400;
 /** Planted bug ack_before_commit: how long after its acknowledgement a commit really happens. */
 export const WRITE_BEHIND_MS = 300;
+/** Cut off from the database: the share of calls that fail (the rest hang until it heals). */
+export const DB_PARTITION_FAIL_PROBABILITY = 0.5;
+/** How long a call to an unreachable database takes to fail (a connect timeout). */
+export const DB_CONNECT_TIMEOUT_MS_MAX = 500;
 
 const TIER_WRITES = new Set([
   "putArchive",
@@ -38,6 +46,7 @@ const TIER_WRITES = new Set([
   "deleteWorking",
 ]);
 const CORE_WRITES = new Set(["commit", "acquireFence"]);
+const CLUSTER_WRITES = new Set(["registerNode", "heartbeat", "acquireLease", "releaseLease", "leave"]);
 const LIFECYCLE = new Set(["migrate", "close"]);
 
 export type CrashKind = "crash_before_write" | "crash_after_write" | "crash_during_txn";
@@ -57,6 +66,8 @@ export interface NodeStorageDeps {
   takeArmedCrash: (isMultiRowCommit: boolean) => CrashKind | null;
   /** Kills this node now. */
   crash: (kind: CrashKind) => void;
+  /** While the node is cut off from the database: resolves when it heals; else null. */
+  dbPartition: () => Promise<void> | null;
   /** Planted bugs that live in this layer. */
   ackBeforeCommit: boolean;
   skipChecksumVerify: boolean;
@@ -97,9 +108,29 @@ function idOf(kind: ChecksumKind, record: object): string {
 
 export class NodeStorage {
   readonly storage: Storage;
+  /** This node's incarnation once it registered (its commits carry it to the checker). */
+  origin: Origin = null;
 
   constructor(private readonly deps: NodeStorageDeps) {
     const disk = deps.disk.storage;
+    const diskCluster = deps.disk.cluster;
+    const cluster = new Proxy(diskCluster, {
+      get: (target, prop) => {
+        const value = Reflect.get(target, prop);
+        if (typeof value !== "function") return value;
+        const name = String(prop);
+        if (name === "registerNode") {
+          return (nodeId: string, url: string) =>
+            this.call(name, true, false, async () => {
+              const identity = await target.registerNode(nodeId, url);
+              this.origin = originOf(identity);
+              return identity;
+            });
+        }
+        return (...args: unknown[]) =>
+          this.call(name, CLUSTER_WRITES.has(name), false, () => value.apply(target, args));
+      },
+    }) as ClusterStore;
     const tiers = new Proxy(disk.tiers, {
       get: (target, prop) => {
         const value = Reflect.get(target, prop);
@@ -112,6 +143,7 @@ export class NodeStorage {
     this.storage = new Proxy(disk, {
       get: (target, prop) => {
         if (prop === "tiers") return tiers;
+        if (prop === "cluster") return cluster;
         const value = Reflect.get(target, prop);
         if (typeof value !== "function") return value;
         const name = String(prop);
@@ -127,12 +159,14 @@ export class NodeStorage {
   }
 
   private commitBelow(mutations: Mutation[], options?: CommitOptions): Promise<void> {
-    const disk = this.deps.disk.storage;
-    if (!this.deps.ackBeforeCommit || options?.fence === undefined) return disk.commit(mutations, options);
+    const disk = this.deps.disk;
+    const origin = this.origin;
+    if (!this.deps.ackBeforeCommit || options?.fence === undefined)
+      return disk.commitAs(origin, mutations, options);
     // Planted bug: an agent's commit is acknowledged now and written later (and forgotten if that
     // write fails or the node dies first).
     this.deps.clock.setTimer(WRITE_BEHIND_MS, () => {
-      disk.commit(mutations, options).catch(() => {});
+      disk.commitAs(origin, mutations, options).catch(() => {});
     });
     return Promise.resolve();
   }
@@ -158,15 +192,20 @@ export class NodeStorage {
   ): Promise<T> {
     const { deps } = this;
     if (deps.isDead()) return never<T>();
+    if (deps.dbPartition() !== null) return this.cutOff(method, below);
     if (!deps.faultsEnabled()) return this.verified(method, await below(), false);
     if (this.open("storage_latency") && this.chance(STORAGE_LATENCY_PROBABILITY)) {
       const ms = 1 + deps.rng.int(STORAGE_LATENCY_MS_MAX);
       this.inject("storage_latency", `${method} +${ms}ms`);
       await deps.clock.sleepMs(ms);
       if (deps.isDead()) return never<T>();
+      if (deps.dbPartition() !== null) return this.cutOff(method, below);
     }
     if (isWrite) {
-      const crash = method === "acquireFence" ? null : deps.takeArmedCrash(isMultiRowCommit);
+      const crash =
+        method === "acquireFence" || CLUSTER_WRITES.has(method)
+          ? null
+          : deps.takeArmedCrash(isMultiRowCommit);
       if (crash !== null) return this.crashAround(crash, method, below);
       if (this.open("storage_write_fail") && this.chance(STORAGE_WRITE_FAIL_PROBABILITY)) {
         this.inject("storage_write_fail", method);
@@ -179,6 +218,24 @@ export class NodeStorage {
     const result = await below();
     if (deps.isDead()) return never<T>();
     return this.verified(method, result, this.open("storage_corruption"));
+  }
+
+  /** A call while the database is unreachable: fails after a connect timeout, or reaches it late. */
+  private async cutOff<T>(method: string, below: () => Promise<T>): Promise<T> {
+    const { deps } = this;
+    if (this.chance(DB_PARTITION_FAIL_PROBABILITY)) {
+      await deps.clock.sleepMs(1 + deps.rng.int(DB_CONNECT_TIMEOUT_MS_MAX));
+      if (deps.isDead()) return never<T>();
+      deps.trace(`db unreachable: ${method} fails`);
+      throw new KelpieError("STORAGE_UNAVAILABLE", `simulated: the database is unreachable (${method})`);
+    }
+    deps.trace(`db unreachable: ${method} hangs`);
+    for (let healed = deps.dbPartition(); healed !== null; healed = deps.dbPartition()) await healed;
+    if (deps.isDead()) return never<T>();
+    deps.trace(`db reachable: ${method} arrives late`);
+    const result = await below();
+    if (deps.isDead()) return never<T>();
+    return this.verified(method, result, false);
   }
 
   private async crashAround<T>(kind: CrashKind, method: string, below: () => Promise<T>): Promise<T> {

@@ -1,10 +1,10 @@
-// One seeded run: build the simulated world (scheduler, disk, network, cluster), boot a node, make
-// the first agents, start the clients and the fault plan, run until the clients are done, let the
-// system settle, and check every invariant. Everything random comes from the seed, forked per
+// One seeded run: build the simulated world (scheduler, database, network, cluster), boot the
+// cluster's nodes, make the first agents, start the clients and the fault plan, run until the
+// clients are done, let the system settle, and check every invariant. Everything random comes from the seed, forked per
 // concern; everything timed comes from the scheduler; so a seed replays exactly.
 import { SeededRng } from "../core/rng.ts";
 import { llmConfigFromEnv } from "../llm/registry.ts";
-import { SimCluster } from "./cluster.ts";
+import { NODES_COUNT, SimCluster } from "./cluster.ts";
 import { SimDisk } from "./disk.ts";
 import { ActiveFaults, FaultCounters, type FaultType, makeFaultPlan, type PlannedFault } from "./faults.ts";
 import { History } from "./history.ts";
@@ -59,6 +59,18 @@ export interface RunResult {
   eventsCount: number;
   opsCount: number;
   nodesBooted: number;
+  /** What the cluster did: leases taken (and taken over), forwards, fenced commits. */
+  cluster: ClusterFigures;
+}
+
+export interface ClusterFigures {
+  leasesAcquired: number;
+  leasesTakenOver: number;
+  forwards: number;
+  fencedCommits: number;
+  fencedCommitsRejected: number;
+  /** Rejected because the lease had lapsed (the token was still the newest). */
+  lapsedCommitsRejected: number;
 }
 
 export async function runSeed(options: RunOptions): Promise<RunResult> {
@@ -71,8 +83,11 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
   const faults = new ActiveFaults();
   const counters = new FaultCounters();
   const history = new History();
+  // The database's clock is the simulation's global time: no node's skew reaches it.
   const disk = new SimDisk({
+    nowMs: () => scheduler.nowMs(),
     skipFencingCheck: bugs.skipFencingCheck,
+    skipLeaseLapseCheck: bugs.skipLeaseLapseCheck,
     loseLastCommitOnCrash: bugs.loseLastCommitOnCrash,
   });
   const network = new SimNetwork({ scheduler, rng: root.fork("network"), faults, counters, trace: line });
@@ -90,10 +105,11 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
   line(`seed ${options.seed}${options.bug ? ` bug ${options.bug}` : ""}`);
 
   const failed = () => history.violations.length > 0 || disk.violations.length > 0;
+  let forwards = () => 0;
   try {
-    // The world before the workload: the custom tool on disk, one node, the first agents.
+    // The world before the workload: the custom tool on disk, the nodes, the first agents.
     await disk.storage.commit([{ op: "put_tool", tool: sandboxToolRecord(0), create: true }]);
-    await cluster.boot();
+    await cluster.bootAll();
     const workload = new Workload({
       scheduler,
       cluster,
@@ -103,6 +119,7 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
       bugs,
       trace: line,
     });
+    forwards = () => workload.router.forwardsCount;
     let setupDone = false;
     void (async () => {
       for (let i = 0; i < AGENTS_INITIAL_COUNT; i++) await workload.createAgent(0);
@@ -116,7 +133,7 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
 
     // Checks after every boot of a replacement node: what was acknowledged survived.
     let checkpoints = 0;
-    const bootedSeen = new Set<number>([1]);
+    const bootedSeen = new Set<number>(cluster.nodes.map((n) => n.id));
     const checkpoint = (where: string) => {
       const index = ++checkpoints;
       // An event of its own: nothing else runs while it reads the disk.
@@ -144,7 +161,13 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
           cluster.armCrash(t as CrashKind);
           return;
         case "network_partition":
-          cluster.partition(fault.durationMs);
+          cluster.partitionFromClients(fault.durationMs);
+          return;
+        case "db_partition":
+          cluster.partitionFromDatabase(fault.durationMs);
+          return;
+        case "node_partition":
+          cluster.partitionFromNodes(fault.durationMs);
           return;
         case "clock_skew":
         case "clock_jump":
@@ -198,7 +221,13 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
       },
     });
     watch();
-    if (cluster.current === null) history.violation("no node is up after the run settled");
+    const up = cluster.upNodes();
+    if (up.length < NODES_COUNT)
+      history.violation(`${up.length} of ${NODES_COUNT} nodes are up after the run settled`);
+    for (const node of up) {
+      if (!node.member.serving())
+        history.violation(`node n${node.id} is ${node.member.state}, not serving, after the run settled`);
+    }
 
     // Final checks.
     checkBounded(cluster, history, "at the end");
@@ -230,7 +259,9 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
     `end ${violations.length === 0 ? "ok" : `FAILED ${violations.length}`}: ` +
       `${history.ackedSends.length} sends and ${history.ackedPassages.length} inserts acknowledged, ` +
       `${registerOpsCount} block and ${history.kvOps.length} working-memory ops checked for linearizability, ` +
-      `${disk.fencedCommitsCount} fenced commits (${disk.fencedCommitsRejectedCount} rejected)`,
+      `${disk.fencedCommitsCount} fenced commits (${disk.fencedCommitsRejectedCount} rejected, ` +
+      `${disk.lapsedCommitsRejectedCount} for a lapsed lease), ${disk.leasesAcquiredCount} leases taken ` +
+      `(${disk.leasesTakenOverCount} taken over), ${forwards()} forwards`,
   );
   for (const text of violations) line(`violation ${text}`);
   return {
@@ -244,5 +275,13 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
     eventsCount: scheduler.eventsCount,
     opsCount: CLIENTS_COUNT * OPS_PER_CLIENT,
     nodesBooted: cluster.nodes.length,
+    cluster: {
+      leasesAcquired: disk.leasesAcquiredCount,
+      leasesTakenOver: disk.leasesTakenOverCount,
+      forwards: forwards(),
+      fencedCommits: disk.fencedCommitsCount,
+      fencedCommitsRejected: disk.fencedCommitsRejectedCount,
+      lapsedCommitsRejected: disk.lapsedCommitsRejectedCount,
+    },
   };
 }

@@ -1,15 +1,17 @@
 // The workload: a few clients, each issuing a seeded mix of API-level operations on many agents
 // (create, message with tool chains, block edits and reads, working-memory puts and gets, archival
-// inserts and searches, deletes) through the simulated network, with timeouts and retries as a
-// real client would. Each call and its outcome go into the history; what can be checked at once
-// (values clipped, limits ignored, a search missing an acknowledged passage) is checked at once.
+// inserts and searches, deletes) through the simulated network to any node of the cluster (the
+// node forwards a request to its agent's owner), with timeouts and retries as a real client
+// would. Each call and its outcome go into the history; what can be checked at once (values
+// clipped, limits ignored, a search missing an acknowledged passage) is checked at once.
 import type { Rng } from "../core/rng.ts";
 import type { SimCluster, SimNode } from "./cluster.ts";
 import type { History } from "./history.ts";
 import type { KvInput, KvOutput, Operation, RegisterInput, RegisterOutput } from "./linearizability.ts";
 import type { BugSwitches } from "./mutations.ts";
 import type { SimNetwork } from "./network.ts";
-import { type Reply, type Request, SCRATCH_BLOCK_LIMIT_CHARS, serve } from "./requests.ts";
+import { type Reply, type Request, SCRATCH_BLOCK_LIMIT_CHARS } from "./requests.ts";
+import { SimRouter } from "./routing.ts";
 import type { SimScheduler } from "./scheduler.ts";
 import { LOG_BLOCK_LABEL, type PlanStep, SCRATCH_BLOCK_LABEL } from "./sim-llm.ts";
 
@@ -49,14 +51,19 @@ export class Workload {
   private deletes = 0;
   /** Requests waiting on each node, to reset when the node is partitioned away. */
   private readonly waiting = new Map<number, Set<() => void>>();
+  readonly router: SimRouter;
+  /** Which node each attempt goes to (a stream of its own, so routing does not reshuffle the ops). */
+  private readonly routeRng: Rng;
 
   constructor(private readonly deps: WorkloadDeps) {
+    this.router = new SimRouter(deps);
+    this.routeRng = deps.rng.fork("route");
     deps.network.onPartition.push((nodeId) => {
       for (const reset of this.waiting.get(nodeId) ?? []) deps.scheduler.schedule(CONNECTION_RESET_MS, reset);
     });
   }
 
-  /** Sends a request to a node through the network; the node serves it with the real services. */
+  /** Sends a request to a node through the network; the node serves it (or has its owner serve it). */
   private rpc(
     node: SimNode,
     client: number,
@@ -64,7 +71,7 @@ export class Workload {
     label: string,
     timeoutMs: number,
   ): Promise<Outcome> {
-    const { scheduler, network, history, bugs, trace } = this.deps;
+    const { scheduler, network, trace } = this.deps;
     let waiting = this.waiting.get(node.id);
     if (waiting === undefined) {
       waiting = new Set();
@@ -85,9 +92,8 @@ export class Workload {
       const timer = scheduler.schedule(timeoutMs, () => settle({ kind: "timeout" }));
       network.send({ client, node: node.id, toNode: true }, `${label} request`, () => {
         if (node.state === "dead" || node.state === "booting") return;
-        if ("token" in req) history.delivered(req.token);
         node.inFlight++;
-        void serve(node.services, req, bugs).then((reply) => {
+        void this.router.handle(node, req, label).then((reply) => {
           node.inFlight--;
           if (node.state === "dead") return;
           network.send({ client, node: node.id, toNode: false }, `${label} reply`, () => {
@@ -113,7 +119,7 @@ export class Workload {
     const agent = "agentId" in req ? ` ${history.nameOf(req.agentId)}` : "";
     for (let attempt = 1; attempt <= CLIENT_ATTEMPTS_MAX; attempt++) {
       const label = `c${client} op${opId}.${attempt} ${req.kind}${agent}`;
-      const node = cluster.current;
+      const node = cluster.pickNode(this.routeRng);
       if (node === null) {
         trace(`${label} no server`);
         await scheduler.sleep(CLIENT_BACKOFF_MS * attempt);

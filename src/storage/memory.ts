@@ -1,5 +1,9 @@
 // The in-memory engine: the reference semantics of the Storage contract, used by tests and the
 // simulator. A commit stages every mutation on copies and swaps them in only when all succeed.
+// It also keeps cluster membership and agent leases as PostgreSQL does (postgres-cluster.ts), on
+// its own clock (the "database's"), so the simulator can run several nodes over one instance.
+import { assert } from "../core/assert.ts";
+import { SystemClock } from "../core/clock.ts";
 import { invalidField, KelpieError, notFound } from "../core/errors.ts";
 import { MemoryTiers } from "./memory-tiers.ts";
 import type {
@@ -9,11 +13,16 @@ import type {
   AuditRecord,
   BlockListQuery,
   BlockRecord,
+  ClusterNode,
+  ClusterStore,
   CommitOptions,
   ConversationRecord,
+  LeaseAcquisition,
+  LeaseOwner,
   McpServerRecord,
   MessageRecord,
   Mutation,
+  NodeIdentity,
   PageQuery,
   RunRecord,
   StepRecord,
@@ -43,7 +52,33 @@ interface Tables {
   conversations: Map<string, Row<ConversationRecord>>;
   agentBlocks: Map<string, string[]>;
   agentTools: Map<string, string[]>;
-  fences: Map<string, number>;
+  fences: Map<string, FenceRow>;
+}
+
+/**
+ * An agent's fence row (agent_fences): its token and, when a cluster node leases the agent, the
+ * holder and the lease's expiry in database time. Rows are replaced, never changed in place.
+ */
+interface FenceRow {
+  token: number;
+  node_id: string | null;
+  incarnation: number | null;
+  lease_expires_at: number | null;
+}
+
+/** A membership row (cluster_nodes); times are the database's. */
+interface NodeRow {
+  node_id: string;
+  advertise_url: string;
+  incarnation: number;
+  heartbeat_at: number;
+  started_at: number;
+  left_at: number | null;
+}
+
+export interface MemoryStorageOptions {
+  /** The database's clock for membership and leases (the simulator's global time); default the system's. */
+  nowMs?: () => number;
 }
 
 const clone = <T>(value: T): T => structuredClone(value);
@@ -96,6 +131,9 @@ const includesFolded = (haystack: string | null | undefined, needle: string): bo
 
 export class MemoryStorage implements Storage {
   readonly engine = "memory" as const;
+  /** Membership and leases, as on PostgreSQL; unused (and with no effect) on a single node. */
+  readonly cluster: ClusterStore;
+  private readonly nowMs: () => number;
   private tables: Tables = {
     seq: 0,
     agents: new Map(),
@@ -113,19 +151,32 @@ export class MemoryStorage implements Storage {
     fences: new Map(),
   };
 
+  constructor(options: MemoryStorageOptions = {}) {
+    const system = new SystemClock();
+    this.nowMs = options.nowMs ?? (() => system.nowMs());
+    this.cluster = new MemoryCluster(() => this.tables.fences, this.nowMs);
+  }
+
   async migrate(): Promise<void> {}
 
   async close(): Promise<void> {}
 
   async commit(mutations: Mutation[], options?: CommitOptions): Promise<void> {
     const t = copyTables(this.tables);
-    if (options?.fence !== undefined) {
-      const stored = t.fences.get(options.fence.agent_id) ?? 0;
-      if (stored !== options.fence.token) {
+    const fence = options?.fence;
+    if (fence !== undefined) {
+      const row = t.fences.get(fence.agent_id);
+      const stored = row?.token ?? 0;
+      if (stored !== fence.token) {
         throw new KelpieError(
           "FENCED",
-          `agent ${options.fence.agent_id}: fencing token ${options.fence.token} is stale (current ${stored})`,
+          `agent ${fence.agent_id}: fencing token ${fence.token} is stale (current ${stored})`,
         );
+      }
+      // A lease that lapsed fences its holder too, even before anyone takes it over (as on
+      // PostgreSQL); a row that never had a lease (a single node's) has no expiry to check.
+      if (row !== undefined && row.lease_expires_at !== null && row.lease_expires_at <= this.nowMs()) {
+        throw new KelpieError("FENCED", `agent ${fence.agent_id}: the lease of token ${fence.token} lapsed`);
       }
     }
     for (const m of mutations) this.apply(t, m);
@@ -310,13 +361,20 @@ export class MemoryStorage implements Storage {
   }
 
   async acquireFence(agentId: string): Promise<number> {
-    const token = (this.tables.fences.get(agentId) ?? 0) + 1;
-    this.tables.fences.set(agentId, token);
+    // As on PostgreSQL: the next token; a lease on the row (if any) is left as it is.
+    const row = this.tables.fences.get(agentId);
+    const token = (row?.token ?? 0) + 1;
+    this.tables.fences.set(agentId, {
+      token,
+      node_id: row?.node_id ?? null,
+      incarnation: row?.incarnation ?? null,
+      lease_expires_at: row?.lease_expires_at ?? null,
+    });
     return token;
   }
 
   async currentFence(agentId: string): Promise<number> {
-    return this.tables.fences.get(agentId) ?? 0;
+    return this.tables.fences.get(agentId)?.token ?? 0;
   }
 
   private assembleAgent(row: Row<StoredAgent>): AgentRecord {
@@ -508,5 +566,146 @@ export class MemoryStorage implements Storage {
     let n = 0;
     for (const row of this.tables.blocks.values()) n += row.value.value.length;
     return n;
+  }
+}
+
+/**
+ * Membership and leases with the semantics of PostgresCluster, statement for statement: every
+ * time is the database's `nowMs()`, and each method is one atomic step (the engine is
+ * synchronous), so the retry PostgreSQL needs between its two statements never happens here.
+ */
+class MemoryCluster implements ClusterStore {
+  private readonly nodes = new Map<string, NodeRow>();
+
+  constructor(
+    private readonly fences: () => Map<string, FenceRow>,
+    private readonly nowMs: () => number,
+  ) {}
+
+  async registerNode(nodeId: string, advertiseUrl: string): Promise<NodeIdentity> {
+    assert(nodeId !== "", "a node id is required");
+    const now = this.nowMs();
+    const row = this.nodes.get(nodeId);
+    const incarnation = row === undefined ? 1 : row.incarnation + 1;
+    this.nodes.set(nodeId, {
+      node_id: nodeId,
+      advertise_url: advertiseUrl,
+      incarnation,
+      heartbeat_at: now,
+      started_at: now,
+      left_at: null,
+    });
+    return { node_id: nodeId, incarnation };
+  }
+
+  async heartbeat(node: NodeIdentity, leaseTtlMs: number): Promise<Map<string, number> | null> {
+    assert(leaseTtlMs > 0, "lease ttl must be positive");
+    const now = this.nowMs();
+    const row = this.nodes.get(node.node_id);
+    if (row === undefined || row.incarnation !== node.incarnation || row.left_at !== null) return null;
+    this.nodes.set(node.node_id, { ...row, heartbeat_at: now });
+    const renewed = new Map<string, number>();
+    const fences = this.fences();
+    for (const [agentId, f] of fences) {
+      if (!this.heldBy(f, node) || f.lease_expires_at === null || f.lease_expires_at <= now) continue;
+      fences.set(agentId, { ...f, lease_expires_at: now + leaseTtlMs });
+      renewed.set(agentId, f.token);
+    }
+    return renewed;
+  }
+
+  async acquireLease(
+    agentId: string,
+    node: NodeIdentity,
+    leaseTtlMs: number,
+    nodeDeadAfterMs: number,
+  ): Promise<LeaseAcquisition> {
+    const now = this.nowMs();
+    const fences = this.fences();
+    const f = fences.get(agentId);
+    const lease = {
+      node_id: node.node_id,
+      incarnation: node.incarnation,
+      lease_expires_at: now + leaseTtlMs,
+    };
+    if (f === undefined) {
+      fences.set(agentId, { token: 1, ...lease });
+      return { acquired: true, token: 1 };
+    }
+    // Taken when free, lapsed, ours, or held by an incarnation that is gone or dead.
+    const takeable =
+      f.node_id === null ||
+      f.lease_expires_at === null ||
+      f.lease_expires_at <= now ||
+      this.heldBy(f, node) ||
+      this.liveMember(f.node_id, f.incarnation, now, nodeDeadAfterMs) === null;
+    if (takeable) {
+      const token = f.token + 1;
+      fences.set(agentId, { token, ...lease });
+      return { acquired: true, token };
+    }
+    const owner = this.ownerOf(agentId, nodeDeadAfterMs, now);
+    assert(owner !== null, "a lease that could not be taken has a live holder");
+    return { acquired: false, owner };
+  }
+
+  async releaseLease(agentId: string, node: NodeIdentity, token: number): Promise<void> {
+    const fences = this.fences();
+    const f = fences.get(agentId);
+    if (f === undefined || f.token !== token || !this.heldBy(f, node)) return;
+    fences.set(agentId, { token: f.token, node_id: null, incarnation: null, lease_expires_at: null });
+  }
+
+  async leaseOwner(agentId: string, nodeDeadAfterMs: number): Promise<LeaseOwner | null> {
+    return this.ownerOf(agentId, nodeDeadAfterMs, this.nowMs());
+  }
+
+  async leave(node: NodeIdentity): Promise<void> {
+    const now = this.nowMs();
+    const fences = this.fences();
+    for (const [agentId, f] of fences) {
+      if (this.heldBy(f, node))
+        fences.set(agentId, { token: f.token, node_id: null, incarnation: null, lease_expires_at: null });
+    }
+    const row = this.nodes.get(node.node_id);
+    if (row !== undefined && row.incarnation === node.incarnation)
+      this.nodes.set(node.node_id, { ...row, left_at: now });
+  }
+
+  async listNodes(nodeDeadAfterMs: number): Promise<ClusterNode[]> {
+    const now = this.nowMs();
+    return [...this.nodes.values()]
+      .sort((a, b) => (a.node_id < b.node_id ? -1 : a.node_id > b.node_id ? 1 : 0))
+      .map((r) => ({
+        node_id: r.node_id,
+        advertise_url: r.advertise_url,
+        incarnation: r.incarnation,
+        live: r.left_at === null && r.heartbeat_at > now - nodeDeadAfterMs,
+      }));
+  }
+
+  private heldBy(f: FenceRow, node: NodeIdentity): boolean {
+    return f.node_id === node.node_id && f.incarnation === node.incarnation;
+  }
+
+  /** The membership row of this incarnation when it has not left and its heartbeat is fresh. */
+  private liveMember(
+    nodeId: string | null,
+    incarnation: number | null,
+    now: number,
+    nodeDeadAfterMs: number,
+  ): NodeRow | null {
+    if (nodeId === null) return null;
+    const row = this.nodes.get(nodeId);
+    if (row === undefined || row.incarnation !== incarnation || row.left_at !== null) return null;
+    return row.heartbeat_at > now - nodeDeadAfterMs ? row : null;
+  }
+
+  private ownerOf(agentId: string, nodeDeadAfterMs: number, now: number): LeaseOwner | null {
+    const f = this.fences().get(agentId);
+    if (f === undefined || f.lease_expires_at === null || !(f.lease_expires_at > now)) return null;
+    const member = this.liveMember(f.node_id, f.incarnation, now, nodeDeadAfterMs);
+    if (member === null) return null;
+    return { node_id: member.node_id, incarnation: member.incarnation, advertise_url: member.advertise_url };
   }
 }

@@ -44,6 +44,7 @@ function nodeView(disk: SimDisk, skipChecksumVerify: boolean) {
     isDead: () => false,
     takeArmedCrash: () => null,
     crash: () => {},
+    dbPartition: () => null,
     ackBeforeCommit: false,
     skipChecksumVerify,
   });

@@ -14,6 +14,8 @@ const REQUIRED_FAULTS = [
   "storage_corruption",
   "storage_latency",
   "network_partition",
+  "db_partition",
+  "node_partition",
   "network_delay",
   "network_loss",
   "network_reorder",
