@@ -53,12 +53,15 @@ export class PostgresCluster implements ClusterStore {
     nodeDeadAfterMs: number,
   ): Promise<LeaseAcquisition> {
     return this.guard(async () => {
-      // Taken when free, lapsed, ours, or held by an incarnation that is gone or dead.
+      // Taken when free, lapsed, ours, or held by an incarnation that is gone or dead. Setting the
+      // key column (to itself) makes the update lock the row FOR UPDATE, so the token bump waits
+      // for a commit in flight, which holds the row FOR KEY SHARE (and so lets heartbeats renew).
       const rows = await this.sql`
         INSERT INTO agent_fences (agent_id, token, node_id, incarnation, lease_expires_at)
         VALUES (${agentId}, 1, ${node.node_id}, ${node.incarnation},
                 now() + ${leaseTtlMs} * interval '1 millisecond')
         ON CONFLICT (agent_id) DO UPDATE SET
+          agent_id = EXCLUDED.agent_id,
           token = agent_fences.token + 1,
           node_id = EXCLUDED.node_id,
           incarnation = EXCLUDED.incarnation,

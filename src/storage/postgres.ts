@@ -136,9 +136,16 @@ export class PostgresStorage implements Storage {
         if (fence !== undefined) {
           // A lease that lapsed fences its holder too, even before anyone takes it over: so a node
           // cut off from the database for a lease TTL can no longer commit when it reconnects.
-          const rows =
-            await tx`SELECT token, lease_expires_at IS NOT NULL AND lease_expires_at <= now() AS lapsed
-            FROM agent_fences WHERE agent_id = ${fence.agent_id} FOR UPDATE`;
+          // FOR KEY SHARE holds off every token bump (they lock FOR UPDATE) but not the holder's
+          // heartbeat renewing the lease, which would otherwise queue behind every commit in flight.
+          // Deleting the agent deletes the row: that takes FOR UPDATE from the start (no upgrade,
+          // so no deadlock with a takeover queued on the row).
+          const deletes = mutations.some((m) => m.op === "delete_agent" && m.agent_id === fence.agent_id);
+          const rows = deletes
+            ? await tx`SELECT token, lease_expires_at IS NOT NULL AND lease_expires_at <= now() AS lapsed
+              FROM agent_fences WHERE agent_id = ${fence.agent_id} FOR UPDATE`
+            : await tx`SELECT token, lease_expires_at IS NOT NULL AND lease_expires_at <= now() AS lapsed
+              FROM agent_fences WHERE agent_id = ${fence.agent_id} FOR KEY SHARE`;
           const stored = rows.length === 0 ? 0 : Number(rows[0]!.token);
           if (stored !== fence.token) {
             throw new KelpieError(
@@ -357,8 +364,11 @@ export class PostgresStorage implements Storage {
 
   async acquireFence(agentId: string): Promise<number> {
     return this.guard(async () => {
+      // Naming the key column makes the update lock the row FOR UPDATE, so it waits for a commit
+      // in flight (which holds FOR KEY SHARE on the row).
       const rows = await this.sql`INSERT INTO agent_fences (agent_id, token) VALUES (${agentId}, 1)
-        ON CONFLICT (agent_id) DO UPDATE SET token = agent_fences.token + 1 RETURNING token`;
+        ON CONFLICT (agent_id) DO UPDATE SET agent_id = EXCLUDED.agent_id, token = agent_fences.token + 1
+        RETURNING token`;
       return Number(rows[0]!.token);
     });
   }

@@ -1,16 +1,33 @@
 // Tools as a resource. Letta's built-in tools are rows like any other, with ids derived from
 // their names, written (or refreshed) at start so every node agrees on them.
 import type { Env } from "../core/env.ts";
-import { notFound } from "../core/errors.ts";
+import { isKelpieError, notFound } from "../core/errors.ts";
 import { canonicalJson } from "../core/json.ts";
 import type { Mutation, ToolListQuery, ToolRecord } from "../storage/types.ts";
 import { BUILTIN_TOOLS, builtinToolId } from "./builtins.ts";
 
+/** Another node inserting the same built-in rows conflicts at most once per node in practice. */
+const BUILTINS_WRITE_ATTEMPTS_MAX = 3;
+
 export class ToolService {
   constructor(private readonly env: Env) {}
 
-  /** Writes any built-in tool that is missing or differs from this version's definition. */
+  /**
+   * Writes any built-in tool that is missing or differs from this version's definition. Nodes of a
+   * cluster starting together race to insert the same rows: the losers read them back and retry.
+   */
   async ensureBuiltins(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.writeBuiltins();
+      } catch (err) {
+        if (!isKelpieError(err) || err.code !== "CONFLICT" || attempt >= BUILTINS_WRITE_ATTEMPTS_MAX)
+          throw err;
+      }
+    }
+  }
+
+  private async writeBuiltins(): Promise<void> {
     const { storage, clock } = this.env;
     const nowMs = clock.nowMs();
     const mutations: Mutation[] = [];
