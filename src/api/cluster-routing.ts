@@ -14,6 +14,8 @@ import { FORWARDED_BY_HEADER, forward, forwardableBody } from "./forward.ts";
 
 /** Past the lease TTL, how much longer a request waits for an unreachable owner's lease to lapse. */
 export const FAILOVER_WAIT_MARGIN_MS = 1_000;
+/** Agents whose owner elsewhere a node remembers; past it the memory starts over. */
+const OWNER_CACHE_ENTRIES_MAX = 10_000;
 
 /** The agent a request acts on, when it must run at the agent's owner; null when it can run anywhere. */
 async function agentOf(req: FastifyRequest, storage: Storage): Promise<string | null> {
@@ -44,14 +46,32 @@ export function installClusterRouting(
   storage: Storage,
   clock: Clock,
 ): void {
+  // Where agents live elsewhere, remembered for a heartbeat interval: a stream of requests for
+  // one agent through this node then costs no database round trip each. A stale entry only sends
+  // a request to a node that serves it itself (taking the lease when free) or answers 503.
+  const owners = new Map<string, { owner: LeaseOwner; untilMs: number }>();
+
   /** Null when the agent runs here (its lease is ours now, or it does not exist); else its owner. */
   const claim = async (agentId: string): Promise<LeaseOwner | null> => {
     if (runtime.isHeld(agentId)) return null;
+    const nowMs = clock.monotonicMs();
+    const known = owners.get(agentId);
+    if (known !== undefined && known.untilMs > nowMs) return known.owner;
+    const owner = await member.owner(agentId);
+    if (owner !== null && !member.isSelf(owner)) {
+      if (owners.size >= OWNER_CACHE_ENTRIES_MAX) owners.clear();
+      owners.set(agentId, { owner, untilMs: nowMs + member.config.heartbeatIntervalMs });
+      return owner;
+    }
+    owners.delete(agentId);
     try {
       await runtime.invoke(agentId, async () => {}, "claim");
       return null;
     } catch (err) {
-      if (err instanceof AgentElsewhereError) return err.owner;
+      if (err instanceof AgentElsewhereError) {
+        owners.set(agentId, { owner: err.owner, untilMs: nowMs + member.config.heartbeatIntervalMs });
+        return err.owner;
+      }
       if (isKelpieError(err) && (err.code === "AGENT_NOT_FOUND" || err.code === "NOT_FOUND")) return null;
       throw err;
     }
@@ -79,6 +99,7 @@ export function installClusterRouting(
           `agent ${agentId} is leased to node ${owner.node_id}, which cannot be reached (${outcome.reason}); retry shortly`,
         );
       }
+      owners.delete(agentId);
       req.log.warn(
         { agent_id: agentId, owner: owner.node_id, reason: outcome.reason },
         "owner unreachable; waiting for its lease to lapse",
