@@ -28,6 +28,7 @@ import { installClusterRouting } from "./cluster-routing.ts";
 import { conversationsRoutes } from "./conversations.ts";
 import { installErrorHandler } from "./errors.ts";
 import { healthRoutes } from "./health.ts";
+import { installIdempotency } from "./idempotency.ts";
 import { mcpLegacyRoutes } from "./mcp-legacy.ts";
 import { mcpServersRoutes } from "./mcp-servers.ts";
 import { messagesRoutes } from "./messages.ts";
@@ -124,6 +125,7 @@ export function buildApp(services: Services, options: AppOptions = {}): FastifyI
     });
   }
   if (services.observability) installHttpObservability(app, services.observability, services.env.clock);
+  installIdempotency(app, services.env.storage, services.env.clock);
   if (services.cluster)
     installClusterRouting(app, services.cluster, services.runtime, services.env.storage, services.env.clock);
   app.register(healthRoutes, { services });

@@ -1,7 +1,9 @@
 // The Idempotency-Key request header (as Stripe and the IETF draft use it): a client that retries
 // a POST with the same key gets the first attempt's effect once, not twice.
-import type { FastifyRequest } from "fastify";
-import { invalidField } from "../core/errors.ts";
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { Clock } from "../core/clock.ts";
+import { invalidField, KelpieError } from "../core/errors.ts";
+import type { Storage } from "../storage/types.ts";
 
 export const IDEMPOTENCY_KEY_CHARS_MAX = 255;
 
@@ -21,4 +23,71 @@ export function idempotencyKeyOf(req: FastifyRequest): string | undefined {
     );
   }
   return raw;
+}
+
+/**
+ * Message sends key their runs themselves (a retry resumes the turn); every other POST carrying
+ * an Idempotency-Key gets the first successful answer back, stored durably once it is sent.
+ */
+function keysItsOwnRun(route: string): boolean {
+  return /\/messages(\/stream|\/async)?$/.test(route);
+}
+
+declare module "fastify" {
+  interface FastifyRequest {
+    /** The scoped Idempotency-Key whose answer this request should store. */
+    idempotencyScope?: string;
+  }
+}
+
+export function installIdempotency(app: FastifyInstance, storage: Storage, clock: Clock): void {
+  // One attempt at a time per key on this node: a concurrent duplicate is told to retry.
+  const inFlight = new Set<string>();
+  app.addHook("preHandler", async (req, reply) => {
+    if (req.method !== "POST" || keysItsOwnRun(req.routeOptions.url ?? "")) return;
+    const key = idempotencyKeyOf(req);
+    if (key === undefined) return;
+    const scope = `${req.method} ${req.url} ${key}`;
+    const stored = await storage.getIdempotent(scope);
+    if (stored !== null) {
+      return reply
+        .code(stored.status_code)
+        .header("content-type", "application/json; charset=utf-8")
+        .header("idempotent-replayed", "true")
+        .send(stored.body);
+    }
+    if (inFlight.has(scope)) {
+      throw new KelpieError(
+        "CONFLICT",
+        `a request with Idempotency-Key '${key}' is in progress; retry shortly`,
+      );
+    }
+    inFlight.add(scope);
+    // Closed however it ends: answered, failed, or abandoned by the client.
+    reply.raw.once("close", () => inFlight.delete(scope));
+    req.idempotencyScope = scope;
+  });
+  app.addHook("onSend", async (req, reply, payload) => {
+    const scope = req.idempotencyScope;
+    if (scope === undefined) return payload;
+    const ok = reply.statusCode >= 200 && reply.statusCode < 300;
+    if (ok && typeof payload === "string") {
+      try {
+        await storage.commit([
+          {
+            op: "put_idempotent",
+            response: {
+              key: scope,
+              status_code: reply.statusCode,
+              body: payload,
+              created_at_ms: clock.nowMs(),
+            },
+          },
+        ]);
+      } catch (err) {
+        req.log.warn({ err }, "could not store the response of an Idempotency-Key request");
+      }
+    }
+    return payload;
+  });
 }

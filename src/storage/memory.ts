@@ -17,6 +17,7 @@ import type {
   ClusterStore,
   CommitOptions,
   ConversationRecord,
+  IdempotentResponse,
   LeaseAcquisition,
   LeaseOwner,
   McpServerRecord,
@@ -49,6 +50,7 @@ interface Tables {
   mcpServers: Map<string, Row<McpServerRecord>>;
   apiKeys: Map<string, Row<ApiKeyRecord>>;
   audit: Map<string, Row<AuditRecord>>;
+  idempotent: Map<string, Row<IdempotentResponse>>;
   conversations: Map<string, Row<ConversationRecord>>;
   agentBlocks: Map<string, string[]>;
   agentTools: Map<string, string[]>;
@@ -95,6 +97,7 @@ function copyTables(t: Tables): Tables {
     mcpServers: new Map(t.mcpServers),
     apiKeys: new Map(t.apiKeys),
     audit: new Map(t.audit),
+    idempotent: new Map(t.idempotent),
     conversations: new Map(t.conversations),
     agentBlocks: new Map(t.agentBlocks),
     agentTools: new Map(t.agentTools),
@@ -145,6 +148,7 @@ export class MemoryStorage implements Storage {
     mcpServers: new Map(),
     apiKeys: new Map(),
     audit: new Map(),
+    idempotent: new Map(),
     conversations: new Map(),
     agentBlocks: new Map(),
     agentTools: new Map(),
@@ -329,6 +333,11 @@ export class MemoryStorage implements Storage {
             throw new KelpieError("CONFLICT", "this API key already exists");
         }
         t.apiKeys.set(m.key.id, { seq: ++t.seq, value: clone(m.key) });
+        return;
+      }
+      case "put_idempotent": {
+        if (!t.idempotent.has(m.response.key))
+          t.idempotent.set(m.response.key, { seq: ++t.seq, value: clone(m.response) });
         return;
       }
       case "put_audit": {
@@ -552,6 +561,11 @@ export class MemoryStorage implements Storage {
       (r) => agentId === undefined || r.value.agent_id === agentId,
     );
     return paginate(rows, query, this.tables.conversations).map(clone);
+  }
+
+  async getIdempotent(key: string): Promise<IdempotentResponse | null> {
+    const row = this.tables.idempotent.get(key);
+    return row === undefined ? null : clone(row.value);
   }
 
   async listApiKeys(): Promise<ApiKeyRecord[]> {

@@ -203,6 +203,15 @@ CREATE TABLE cluster_nodes (
 );
 `;
 
+const V8_IDEMPOTENCY = (t: { int8: string }) => `
+CREATE TABLE idempotent_responses (
+  key TEXT PRIMARY KEY,
+  status_code INTEGER NOT NULL,
+  body TEXT NOT NULL,
+  created_at_ms ${t.int8} NOT NULL
+);
+`;
+
 // Versions need not be contiguous: each missing one is applied once, in order.
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -246,6 +255,12 @@ export const MIGRATIONS: readonly Migration[] = [
     // A single SQLite node needs neither.
     sqlite: "",
     postgres: V7_CLUSTER_POSTGRES,
+  },
+  {
+    version: 8,
+    name: "idempotent responses",
+    sqlite: V8_IDEMPOTENCY({ int8: "INTEGER" }),
+    postgres: V8_IDEMPOTENCY({ int8: "BIGINT" }),
   },
 ];
 

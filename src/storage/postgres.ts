@@ -28,6 +28,7 @@ import type {
   BlockRecord,
   CommitOptions,
   ConversationRecord,
+  IdempotentResponse,
   McpServerRecord,
   MessageRecord,
   Mutation,
@@ -348,6 +349,12 @@ export class PostgresStorage implements Storage {
         if (r.count === 0) throw new KelpieError("NOT_FOUND", `Conversation ${m.conversation_id} not found`);
         return;
       }
+      case "put_idempotent": {
+        const r = m.response;
+        await tx`INSERT INTO idempotent_responses (key, status_code, body, created_at_ms)
+                 VALUES (${r.key}, ${r.status_code}, ${r.body}, ${r.created_at_ms}) ON CONFLICT (key) DO NOTHING`;
+        return;
+      }
       case "put_audit": {
         await tx`INSERT INTO audit_log (id, at_ms, doc) VALUES (${m.entry.id}, ${m.entry.at_ms}, ${tx.json(m.entry as never)})`;
         return;
@@ -547,6 +554,20 @@ export class PostgresStorage implements Storage {
 
   async listConversations(agentId: string | undefined, query: PageQuery): Promise<ConversationRecord[]> {
     return this.list<ConversationRecord>("conversations", query, conversationListSql(agentId, query));
+  }
+
+  async getIdempotent(key: string): Promise<IdempotentResponse | null> {
+    return this.guard(async () => {
+      const rows = await this.sql`SELECT key, status_code, body, created_at_ms FROM idempotent_responses WHERE key = ${key}`;
+      if (rows.length === 0) return null;
+      const r = rows[0]!;
+      return {
+        key: String(r.key),
+        status_code: Number(r.status_code),
+        body: String(r.body),
+        created_at_ms: Number(r.created_at_ms),
+      };
+    });
   }
 
   async listApiKeys(): Promise<ApiKeyRecord[]> {

@@ -365,6 +365,13 @@ export class SqliteWriter {
         if (changes === 0) throw new KelpieError("NOT_FOUND", `Conversation ${m.conversation_id} not found`);
         return;
       }
+      case "put_idempotent": {
+        const r = m.response;
+        this.sql(
+          "INSERT INTO idempotent_responses (key, status_code, body, created_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+        ).run(r.key, r.status_code, r.body, r.created_at_ms);
+        return;
+      }
       case "put_audit": {
         this.sql("INSERT INTO audit_log (id, at_ms, doc) VALUES (?, ?, ?)").run(
           m.entry.id,

@@ -34,6 +34,7 @@ import type {
   BlockRecord,
   CommitOptions,
   ConversationRecord,
+  IdempotentResponse,
   McpServerRecord,
   MessageRecord,
   Mutation,
@@ -457,6 +458,13 @@ export class SqliteStorage implements Storage {
 
   async listConversations(agentId: string | undefined, query: PageQuery): Promise<ConversationRecord[]> {
     return this.list<ConversationRecord>("conversations", query, conversationListSql(agentId, query));
+  }
+
+  async getIdempotent(key: string): Promise<IdempotentResponse | null> {
+    const row = this.sql("SELECT key, status_code, body, created_at_ms FROM idempotent_responses WHERE key = ?").get(
+      key,
+    ) as IdempotentResponse | undefined;
+    return row === undefined ? null : { ...row, created_at_ms: Number(row.created_at_ms) };
   }
 
   async listApiKeys(): Promise<ApiKeyRecord[]> {

@@ -177,6 +177,19 @@ export interface AuditRecord {
   detail: Record<string, unknown>;
 }
 
+/**
+ * The answer first given to a request that carried an Idempotency-Key (POSTs other than message
+ * sends, whose runs are keyed themselves): a retry with the same key gets it back.
+ */
+export interface IdempotentResponse {
+  /** The key, scoped by method and path (`POST /v1/agents/ key`). */
+  key: string;
+  status_code: number;
+  /** The response body as sent (JSON text). */
+  body: string;
+  created_at_ms: number;
+}
+
 export type Order = "asc" | "desc";
 
 /** Cursor pagination as Letta clients use it: `after`/`before` are ids, in the listing's order. */
@@ -235,6 +248,7 @@ export type Mutation =
   | { op: "delete_mcp_server"; server_id: string }
   | { op: "put_api_key"; key: ApiKeyRecord }
   | { op: "put_audit"; entry: AuditRecord }
+  | { op: "put_idempotent"; response: IdempotentResponse }
   | { op: "put_conversation"; conversation: ConversationRecord; create: boolean }
   | { op: "delete_conversation"; conversation_id: string };
 
@@ -334,6 +348,7 @@ export interface Storage {
    * - put_message, put_run and put_step insert or replace by id (a message or run must name an existing agent);
    * - put_mcp_server follows the put_* create rules; its server_name is unique (CONFLICT); delete_mcp_server
    *   of a missing server is NOT_FOUND (its tools are separate rows, deleted by the caller);
+   * - put_idempotent keeps the first response stored under a key (a second put is a no-op);
    * - put_conversation follows the put_* create rules and must name an existing agent (deleting the
    *   agent deletes its conversations); delete_conversation of a missing one is NOT_FOUND.
    */
@@ -387,6 +402,8 @@ export interface Storage {
   listConversations(agentId: string | undefined, query: PageQuery): Promise<ConversationRecord[]>;
 
   listApiKeys(): Promise<ApiKeyRecord[]>;
+  /** The response stored under an Idempotency-Key, or null. */
+  getIdempotent(key: string): Promise<IdempotentResponse | null>;
   /** Audit entries, newest first for desc. */
   listAudit(query: PageQuery): Promise<AuditRecord[]>;
   /** Characters held in core-memory block values, across all blocks. */

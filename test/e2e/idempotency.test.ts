@@ -145,4 +145,37 @@ describe("Idempotency-Key on POST /v1/agents/{id}/messages (real process)", () =
     const run = (await http(server.url, "GET", `/v1/runs/${retry.body.usage.run_ids[0]}`)).body;
     expect(run.status).toBe("completed");
   });
+  it("any other POST with a key answers a retry with the first answer, across a restart", async () => {
+    server ??= await startServer({ dataDir: data.dir, env: env() });
+    const create = () =>
+      fetch(`${server!.url}/v1/agents/`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "idempotency-key": "create-once" },
+        body: JSON.stringify({ name: "only-once", model: "openai/gpt-4o-mini" }),
+      });
+    const first = await create();
+    expect(first.status).toBe(200);
+    const created = await first.json();
+    await server.kill("SIGKILL");
+    server = await startServer({ dataDir: data.dir, env: env() });
+    const retry = await create();
+    expect(retry.status).toBe(200);
+    expect(retry.headers.get("idempotent-replayed")).toBe("true");
+    expect((await retry.json()).id).toBe(created.id);
+    const named = (await http(server.url, "GET", "/v1/agents/?name=only-once")).body;
+    expect(named).toHaveLength(1);
+    // Failures are not stored: the key stays free for a corrected request.
+    const bad = await fetch(`${server.url}/v1/blocks/`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "idempotency-key": "block-1" },
+      body: JSON.stringify({ label: "x" }),
+    });
+    expect(bad.status).toBe(422);
+    const good = await fetch(`${server.url}/v1/blocks/`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "idempotency-key": "block-1" },
+      body: JSON.stringify({ label: "x", value: "v" }),
+    });
+    expect(good.status).toBe(200);
+  });
 });

@@ -499,4 +499,24 @@ export function storageSuite(open: () => Promise<Storage>): void {
     expect(await s.getConversation(c1.id)).toBeNull();
     expect((await s.getConversation(c3.id))!.agent_id).toBe(other.id);
   });
+
+  it("keeps the first response stored under an Idempotency-Key", async () => {
+    const key = `POST /v1/agents/ k-${Math.random()}`;
+    expect(await s.getIdempotent(key)).toBeNull();
+    await s.commit([
+      { op: "put_idempotent", response: { key, status_code: 200, body: '{"id":"first"}', created_at_ms: 5 } },
+    ]);
+    await s.commit([
+      {
+        op: "put_idempotent",
+        response: { key, status_code: 201, body: '{"id":"second"}', created_at_ms: 6 },
+      },
+    ]);
+    expect(await s.getIdempotent(key)).toEqual({
+      key,
+      status_code: 200,
+      body: '{"id":"first"}',
+      created_at_ms: 5,
+    });
+  });
 }
