@@ -79,6 +79,13 @@ export function installClusterRouting(
 
   app.addHook("preHandler", async (req, reply) => {
     if (req.headers[FORWARDED_BY_HEADER] !== undefined || !forwardableBody(req)) return;
+    if (!member.serving() && req.method !== "GET") {
+      // Cut off from the database (or superseded): say so at once instead of hanging on it.
+      throw new KelpieError(
+        "STORAGE_UNAVAILABLE",
+        `node ${member.config.nodeId} is ${member.state}: try another node`,
+      );
+    }
     const agentId = await agentOf(req, storage);
     if (agentId === null) return;
     const deadlineMs = clock.monotonicMs() + member.config.leaseTtlMs + FAILOVER_WAIT_MARGIN_MS;
