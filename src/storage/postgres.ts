@@ -558,7 +558,8 @@ export class PostgresStorage implements Storage {
 
   async getIdempotent(key: string): Promise<IdempotentResponse | null> {
     return this.guard(async () => {
-      const rows = await this.sql`SELECT key, status_code, body, created_at_ms FROM idempotent_responses WHERE key = ${key}`;
+      const rows = await this
+        .sql`SELECT key, status_code, body, created_at_ms FROM idempotent_responses WHERE key = ${key}`;
       if (rows.length === 0) return null;
       const r = rows[0]!;
       return {

@@ -461,9 +461,9 @@ export class SqliteStorage implements Storage {
   }
 
   async getIdempotent(key: string): Promise<IdempotentResponse | null> {
-    const row = this.sql("SELECT key, status_code, body, created_at_ms FROM idempotent_responses WHERE key = ?").get(
-      key,
-    ) as IdempotentResponse | undefined;
+    const row = this.sql(
+      "SELECT key, status_code, body, created_at_ms FROM idempotent_responses WHERE key = ?",
+    ).get(key) as IdempotentResponse | undefined;
     return row === undefined ? null : { ...row, created_at_ms: Number(row.created_at_ms) };
   }
 
