@@ -1,16 +1,18 @@
 // Any node accepts any request. A request that acts on an agent (every write, and streams) runs
 // on the node holding the agent's lease: this node takes the lease when nobody live holds it,
-// else forwards the request to the holder. When the holder cannot be reached, the request waits
-// for its lease to lapse (at most a lease TTL, plus a margin) and then runs here.
+// else forwards the request to the holder. When the holder cannot be reached, or answers that it
+// is not serving (it lost the database), the request waits for its lease to lapse (at most a lease
+// TTL, plus a margin) and then runs here. When the holder took the request and then stops
+// heartbeating, the request fails as OWNER_FAILED rather than wait for an answer that may never come.
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { AgentElsewhereError, type ClusterMember } from "../cluster/member.ts";
-import type { Clock } from "../core/clock.ts";
+import type { Clock, Timer } from "../core/clock.ts";
 import { LEASE_LAPSE_POLL_MS } from "../core/constants.ts";
 import { isKelpieError, KelpieError } from "../core/errors.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { LeaseOwner, Storage } from "../storage/types.ts";
 import { DEFAULT_CONVERSATION } from "./conversations.ts";
-import { FORWARDED_BY_HEADER, forward, forwardableBody } from "./forward.ts";
+import { FORWARDED_BY_HEADER, forward, forwardableBody, NOT_SERVING_HEADER } from "./forward.ts";
 
 /** Past the lease TTL, how much longer a request waits for an unreachable owner's lease to lapse. */
 export const FAILOVER_WAIT_MARGIN_MS = 1_000;
@@ -77,22 +79,50 @@ export function installClusterRouting(
     }
   };
 
+  /**
+   * Aborts `watch` once `owner` has sent no heartbeat for a lease TTL: its leases have lapsed (or
+   * any node may take them over), so nothing more it commits will stand, and its answer may never
+   * come (a node cut off from the database hangs on it). Returns a function that stops watching.
+   */
+  const watchOwner = (owner: LeaseOwner, watch: AbortController): (() => void) => {
+    let timer: Timer | null = null;
+    const again = () => {
+      if (timer !== null) timer = clock.setTimer(member.config.heartbeatIntervalMs, check);
+    };
+    const check = () => {
+      member.isLive(owner).then((live) => {
+        if (live) again();
+        else if (timer !== null) watch.abort(`node ${owner.node_id} stopped heartbeating`);
+      }, again); // This node cannot tell (its own database trouble): keep waiting, as before.
+    };
+    timer = clock.setTimer(member.config.heartbeatIntervalMs, check);
+    return () => {
+      timer?.cancel();
+      timer = null;
+    };
+  };
+
   app.addHook("preHandler", async (req, reply) => {
-    if (req.headers[FORWARDED_BY_HEADER] !== undefined || !forwardableBody(req)) return;
     if (!member.serving() && req.method !== "GET") {
-      // Cut off from the database (or superseded): say so at once instead of hanging on it.
+      // Cut off from the database (or superseded): say so at once instead of hanging on it. A node
+      // that forwarded the request here learns from the header that nothing happened here.
+      reply.header(NOT_SERVING_HEADER, member.state);
       throw new KelpieError(
         "STORAGE_UNAVAILABLE",
         `node ${member.config.nodeId} is ${member.state}: try another node`,
       );
     }
+    if (req.headers[FORWARDED_BY_HEADER] !== undefined || !forwardableBody(req)) return;
     const agentId = await agentOf(req, storage);
     if (agentId === null) return;
     const deadlineMs = clock.monotonicMs() + member.config.leaseTtlMs + FAILOVER_WAIT_MARGIN_MS;
     for (;;) {
       const owner = await claim(agentId);
       if (owner === null) return;
-      const outcome = await forward(req, reply, owner.advertise_url, member.config.nodeId);
+      const watch = new AbortController();
+      const unwatch = watchOwner(owner, watch);
+      const outcome = await forward(req, reply, owner.advertise_url, member.config.nodeId, watch.signal);
+      unwatch();
       if (outcome.kind === "answered") return reply;
       if (outcome.kind === "failed") {
         throw new KelpieError(

@@ -8,6 +8,8 @@ import { FORWARD_CONNECT_TIMEOUT_MS } from "../core/constants.ts";
 
 /** Set on forwarded requests: the receiving node serves them itself and never forwards again. */
 export const FORWARDED_BY_HEADER = "x-kelpie-forwarded-by";
+/** Set on a node's refusal to serve a write because it is not serving (cut off, superseded). */
+export const NOT_SERVING_HEADER = "x-kelpie-not-serving";
 
 export type ForwardOutcome =
   | { kind: "answered" }
@@ -37,11 +39,16 @@ export function forwardableBody(req: FastifyRequest): boolean {
   return req.body === undefined || type === undefined || type.startsWith("application/json");
 }
 
+/**
+ * `giveUp` aborting before the owner answers ends the wait: the outcome is then "failed" (the
+ * owner had the request and may have acted on it), or "unreachable" if it never connected.
+ */
 export function forward(
   req: FastifyRequest,
   reply: FastifyReply,
   targetBaseUrl: string,
   fromNodeId: string,
+  giveUp?: AbortSignal,
 ): Promise<ForwardOutcome> {
   const target = new URL(req.raw.url ?? "/", targetBaseUrl);
   const headers: Record<string, string | string[]> = {};
@@ -75,6 +82,12 @@ export function forward(
         headers,
       },
       (res) => {
+        // The owner refused before doing anything: as good as unreachable.
+        if (res.headers[NOT_SERVING_HEADER] !== undefined) {
+          res.resume();
+          settle({ kind: "unreachable", reason: `${target.host}: ${res.headers[NOT_SERVING_HEADER]}` });
+          return;
+        }
         const out: Record<string, string | string[]> = {};
         for (const [name, value] of Object.entries(res.headers)) {
           if (value !== undefined && !HOP_HEADERS.has(name)) out[name] = value;
@@ -103,6 +116,14 @@ export function forward(
         clearTimeout(connectTimer);
       });
     });
+    const onGiveUp = () => {
+      if (settled) return;
+      const reason = `${target.host}: ${String(giveUp?.reason)}`;
+      settle(connected ? { kind: "failed", reason } : { kind: "unreachable", reason });
+      upstream.destroy();
+    };
+    giveUp?.addEventListener("abort", onGiveUp, { once: true });
+    upstream.once("close", () => giveUp?.removeEventListener("abort", onGiveUp));
     upstream.on("error", (err: NodeJS.ErrnoException) => {
       clearTimeout(connectTimer);
       const reason = `${target.host}: ${err.code ?? err.message}`;

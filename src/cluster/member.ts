@@ -241,6 +241,16 @@ export class ClusterMember implements Placement {
     return this.store.leaseOwner(agentId, this.nodeDeadAfterMs);
   }
 
+  /**
+   * Whether `owner`'s incarnation still heartbeats. One that has not for a lease TTL has let its
+   * leases lapse (one taken after its last heartbeat lasts at most a heartbeat interval more), and
+   * any node may take its agents over, which fences it.
+   */
+  async isLive(owner: LeaseOwner): Promise<boolean> {
+    const nodes = await this.store.listNodes(this.nodeDeadAfterMs);
+    return nodes.some((n) => n.node_id === owner.node_id && n.incarnation === owner.incarnation && n.live);
+  }
+
   isSelf(owner: LeaseOwner): boolean {
     return (
       this.identityValue !== null &&

@@ -87,11 +87,13 @@ export async function http(
   method: string,
   path: string,
   body?: unknown,
+  options: { headers?: Record<string, string>; timeoutMs?: number } = {},
 ): Promise<{ status: number; body: any }> {
   const res = await fetch(`${url}${path}`, {
     method,
-    headers: body === undefined ? {} : { "content-type": "application/json" },
+    headers: { ...(body === undefined ? {} : { "content-type": "application/json" }), ...options.headers },
     body: body === undefined ? null : typeof body === "string" ? body : JSON.stringify(body),
+    ...(options.timeoutMs === undefined ? {} : { signal: AbortSignal.timeout(options.timeoutMs) }),
   });
   const text = await res.text();
   let parsed: unknown = text;
