@@ -253,7 +253,7 @@ export const conversationsRoutes: FastifyPluginAsync<{ services: Services }> = a
       ...(conversationId === undefined ? {} : { conversationId }),
       ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
     });
-    if (result.error && result.usage.step_count === 0) throw result.error;
+    if (result.error && result.messages.length === 0) throw result.error;
     return lettaResponse(result);
   };
 

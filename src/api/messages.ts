@@ -137,7 +137,7 @@ export const messagesRoutes: FastifyPluginAsync<{ services: Services }> = async 
         ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
       });
       // Nothing was committed: the request failed as a whole. Otherwise report how the turn ended.
-      if (result.error && result.usage.step_count === 0) throw result.error;
+      if (result.error && result.messages.length === 0) throw result.error;
       return lettaResponse(result);
     },
   );

@@ -1,6 +1,7 @@
 // The agent loop end to end in one process: the real Fastify app, the real provider adapters,
 // and a fake LLM over real HTTP speaking the OpenAI and Anthropic wire protocols.
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { KelpieError } from "../../src/core/errors.ts";
 import { llmConfigFromEnv } from "../../src/llm/registry.ts";
 import { MemoryStorage } from "../../src/storage/memory.ts";
 import { type TestApp, testApp } from "../support/app.ts";
@@ -484,5 +485,23 @@ describe("a client that goes away mid-stream", () => {
     }));
     const next = await send(a.id, "still there?");
     expect(assistantText(next.body)).toBe("echo: still there?");
+  });
+
+  it("a turn whose first step cannot commit fails the request with that error, and stores nothing", async () => {
+    fake.script(() => ({ toolCalls: [{ name: "send_message", args: { message: "lost" } }] }));
+    const a = await agent();
+    const commit = storage.commit.bind(storage);
+    // Another node took the agent over between the model call and the step's commit.
+    storage.commit = async (mutations, options) => {
+      if (mutations.some((m) => m.op === "put_step")) {
+        storage.commit = commit;
+        throw new KelpieError("FENCED", `agent ${a.id}: fencing token is stale`);
+      }
+      return commit(mutations, options);
+    };
+    const res = await send(a.id, "hello?");
+    expect(res.status).toBe(409);
+    expect(res.body.code).toBe("FENCED");
+    expect((await t.req("GET", `/v1/agents/${a.id}/messages`)).body).toEqual([]);
   });
 });
