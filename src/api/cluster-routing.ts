@@ -5,19 +5,14 @@
 // TTL, plus a margin) and then runs here. When the holder took the request and then stops
 // heartbeating, the request fails as OWNER_FAILED rather than wait for an answer that may never come.
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import { AgentElsewhereError, type ClusterMember } from "../cluster/member.ts";
+import type { ClusterMember } from "../cluster/member.ts";
+import { AgentRouter } from "../cluster/routing.ts";
 import type { Clock, Timer } from "../core/clock.ts";
-import { LEASE_LAPSE_POLL_MS } from "../core/constants.ts";
-import { isKelpieError, KelpieError } from "../core/errors.ts";
+import { KelpieError } from "../core/errors.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { LeaseOwner, Storage } from "../storage/types.ts";
 import { DEFAULT_CONVERSATION } from "./conversations.ts";
 import { FORWARDED_BY_HEADER, forward, forwardableBody, NOT_SERVING_HEADER } from "./forward.ts";
-
-/** Past the lease TTL, how much longer a request waits for an unreachable owner's lease to lapse. */
-export const FAILOVER_WAIT_MARGIN_MS = 1_000;
-/** Agents whose owner elsewhere a node remembers; past it the memory starts over. */
-const OWNER_CACHE_ENTRIES_MAX = 10_000;
 
 /** The agent a request acts on, when it must run at the agent's owner; null when it can run anywhere. */
 async function agentOf(req: FastifyRequest, storage: Storage): Promise<string | null> {
@@ -48,36 +43,7 @@ export function installClusterRouting(
   storage: Storage,
   clock: Clock,
 ): void {
-  // Where agents live elsewhere, remembered for a heartbeat interval: a stream of requests for
-  // one agent through this node then costs no database round trip each. A stale entry only sends
-  // a request to a node that serves it itself (taking the lease when free) or answers 503.
-  const owners = new Map<string, { owner: LeaseOwner; untilMs: number }>();
-
-  /** Null when the agent runs here (its lease is ours now, or it does not exist); else its owner. */
-  const claim = async (agentId: string): Promise<LeaseOwner | null> => {
-    if (runtime.isHeld(agentId)) return null;
-    const nowMs = clock.monotonicMs();
-    const known = owners.get(agentId);
-    if (known !== undefined && known.untilMs > nowMs) return known.owner;
-    const owner = await member.owner(agentId);
-    if (owner !== null && !member.isSelf(owner)) {
-      if (owners.size >= OWNER_CACHE_ENTRIES_MAX) owners.clear();
-      owners.set(agentId, { owner, untilMs: nowMs + member.config.heartbeatIntervalMs });
-      return owner;
-    }
-    owners.delete(agentId);
-    try {
-      await runtime.invoke(agentId, async () => {}, "claim");
-      return null;
-    } catch (err) {
-      if (err instanceof AgentElsewhereError) {
-        owners.set(agentId, { owner: err.owner, untilMs: nowMs + member.config.heartbeatIntervalMs });
-        return err.owner;
-      }
-      if (isKelpieError(err) && (err.code === "AGENT_NOT_FOUND" || err.code === "NOT_FOUND")) return null;
-      throw err;
-    }
-  };
+  const router = new AgentRouter(member, runtime, clock);
 
   /**
    * Aborts `watch` once `owner` has sent no heartbeat for a lease TTL: its leases have lapsed (or
@@ -115,33 +81,21 @@ export function installClusterRouting(
     if (req.headers[FORWARDED_BY_HEADER] !== undefined || !forwardableBody(req)) return;
     const agentId = await agentOf(req, storage);
     if (agentId === null) return;
-    const deadlineMs = clock.monotonicMs() + member.config.leaseTtlMs + FAILOVER_WAIT_MARGIN_MS;
-    for (;;) {
-      const owner = await claim(agentId);
-      if (owner === null) return;
-      const watch = new AbortController();
-      const unwatch = watchOwner(owner, watch);
-      const outcome = await forward(req, reply, owner.advertise_url, member.config.nodeId, watch.signal);
-      unwatch();
-      if (outcome.kind === "answered") return reply;
-      if (outcome.kind === "failed") {
-        throw new KelpieError(
-          "OWNER_FAILED",
-          `node ${owner.node_id} failed while handling this request (${outcome.reason}); it may or may not have taken effect: retry with the same Idempotency-Key`,
-        );
-      }
-      if (clock.monotonicMs() >= deadlineMs) {
-        throw new KelpieError(
-          "AGENT_ELSEWHERE",
-          `agent ${agentId} is leased to node ${owner.node_id}, which cannot be reached (${outcome.reason}); retry shortly`,
-        );
-      }
-      owners.delete(agentId);
-      req.log.warn(
-        { agent_id: agentId, owner: owner.node_id, reason: outcome.reason },
-        "owner unreachable; waiting for its lease to lapse",
-      );
-      await clock.sleepMs(LEASE_LAPSE_POLL_MS);
-    }
+    const routed = await router.route(
+      agentId,
+      async (owner) => {
+        const watch = new AbortController();
+        const unwatch = watchOwner(owner, watch);
+        const outcome = await forward(req, reply, owner.advertise_url, member.config.nodeId, watch.signal);
+        unwatch();
+        return outcome.kind === "answered" ? { kind: "answered", answer: reply } : outcome;
+      },
+      (owner, reason) =>
+        req.log.warn(
+          { agent_id: agentId, owner: owner.node_id, reason },
+          "owner unreachable; waiting for its lease to lapse",
+        ),
+    );
+    if (routed.kind === "answered") return reply;
   });
 }

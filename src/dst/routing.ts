@@ -8,11 +8,8 @@
 // lease to lapse, polling, up to a lease TTL plus a margin, then runs here or gives up with
 // AGENT_ELSEWHERE; when the owner took the request and then failed (it died, or the link broke),
 // the answer is OWNER_FAILED: it may or may not have taken effect. Reads run where they land.
-import { FAILOVER_WAIT_MARGIN_MS } from "../api/cluster-routing.ts";
-import { AgentElsewhereError } from "../cluster/member.ts";
-import { FORWARD_CONNECT_TIMEOUT_MS, LEASE_LAPSE_POLL_MS } from "../core/constants.ts";
-import { isKelpieError, KelpieError } from "../core/errors.ts";
-import type { LeaseOwner } from "../storage/types.ts";
+import { AgentRouter, type ForwardOutcome } from "../cluster/routing.ts";
+import { FORWARD_CONNECT_TIMEOUT_MS } from "../core/constants.ts";
 import type { SimCluster, SimNode } from "./cluster.ts";
 import type { History } from "./history.ts";
 import type { BugSwitches } from "./mutations.ts";
@@ -22,11 +19,6 @@ import type { SimScheduler } from "./scheduler.ts";
 
 /** After a link breaks (a crash, a partition), a forwarded request's connection resets this soon. */
 export const FORWARD_RESET_MS = 100;
-
-type ForwardOutcome =
-  | { kind: "answered"; reply: Reply }
-  | { kind: "unreachable"; reason: string }
-  | { kind: "failed"; reason: string };
 
 /** The agent whose owner must serve a request (writes on an agent), or null: it runs where it lands. */
 export function agentOf(req: Request): string | null {
@@ -56,60 +48,39 @@ export class SimRouter {
 
   constructor(private readonly deps: RouterDeps) {}
 
+  /** Each node process's router (the production one), made on first use. */
+  private readonly routers = new WeakMap<object, AgentRouter>();
+
+  private routerOf(node: SimNode): AgentRouter {
+    const { runtime } = node.services;
+    let router = this.routers.get(runtime);
+    if (router === undefined) {
+      router = new AgentRouter(node.member, runtime, node.clock);
+      this.routers.set(runtime, router);
+    }
+    return router;
+  }
+
   /** Serves a request that arrived at `node` from a client: here, or at its agent's owner. */
   async handle(node: SimNode, req: Request, label: string): Promise<Reply> {
     const agentId = agentOf(req);
     if (agentId === null) return this.serveHere(node, req);
-    const member = node.member;
-    const deadlineMs = node.clock.monotonicMs() + member.config.leaseTtlMs + FAILOVER_WAIT_MARGIN_MS;
-    for (;;) {
-      let owner: LeaseOwner | null;
-      try {
-        owner = await this.claim(node, agentId);
-      } catch (err) {
-        return errorReply(err);
-      }
-      if (owner === null) return this.serveHere(node, req);
-      const target = this.deps.cluster.processOf(owner);
-      const outcome = await this.forward(
-        node,
-        target,
-        req,
-        `${label} to ${owner.node_id}#${owner.incarnation}`,
-      );
-      if (outcome.kind === "answered") return outcome.reply;
-      if (outcome.kind === "failed") {
-        return errorReply(
-          new KelpieError(
-            "OWNER_FAILED",
-            `node ${owner.node_id} failed while handling this request (${outcome.reason})`,
-          ),
-        );
-      }
-      if (node.clock.monotonicMs() >= deadlineMs) {
-        return errorReply(
-          new KelpieError(
-            "AGENT_ELSEWHERE",
-            `agent ${agentId} is leased to node ${owner.node_id}, which cannot be reached (${outcome.reason})`,
-          ),
-        );
-      }
-      this.deps.trace(`${label} owner unreachable (${outcome.reason}): waiting for its lease to lapse`);
-      await node.clock.sleepMs(LEASE_LAPSE_POLL_MS);
-    }
-  }
-
-  /** Null when the agent runs here (its lease is this node's now, or it does not exist); else its owner. */
-  private async claim(node: SimNode, agentId: string): Promise<LeaseOwner | null> {
-    const { runtime } = node.services;
-    if (runtime.isHeld(agentId)) return null;
     try {
-      await runtime.invoke(agentId, async () => {}, "claim");
-      return null;
+      const routed = await this.routerOf(node).route<Reply>(
+        agentId,
+        (owner) =>
+          this.forward(
+            node,
+            this.deps.cluster.processOf(owner),
+            req,
+            `${label} to ${owner.node_id}#${owner.incarnation}`,
+          ),
+        (_owner, reason) =>
+          this.deps.trace(`${label} owner unreachable (${reason}): waiting for its lease to lapse`),
+      );
+      return routed.kind === "answered" ? routed.answer : this.serveHere(node, req);
     } catch (err) {
-      if (err instanceof AgentElsewhereError) return err.owner;
-      if (isKelpieError(err) && (err.code === "AGENT_NOT_FOUND" || err.code === "NOT_FOUND")) return null;
-      throw err;
+      return errorReply(err);
     }
   }
 
@@ -124,13 +95,18 @@ export class SimRouter {
    * request arrives there: before that, a broken link or a dead owner means the owner never saw
    * it (unreachable); after, it means the request may have taken effect (failed).
    */
-  private forward(from: SimNode, to: SimNode | null, req: Request, label: string): Promise<ForwardOutcome> {
+  private forward(
+    from: SimNode,
+    to: SimNode | null,
+    req: Request,
+    label: string,
+  ): Promise<ForwardOutcome<Reply>> {
     const { scheduler, network, trace } = this.deps;
     this.forwardsCount++;
     return new Promise((resolve) => {
       let settled = false;
       let connected = false;
-      const settle = (outcome: ForwardOutcome) => {
+      const settle = (outcome: ForwardOutcome<Reply>) => {
         if (settled) return;
         settled = true;
         connectTimer.cancel();
@@ -177,7 +153,7 @@ export class SimRouter {
           to.inFlight--;
           if (to.state === "dead") return;
           network.sendBetweenNodes(to.id, from.id, `${label} forward reply`, () =>
-            settle({ kind: "answered", reply }),
+            settle({ kind: "answered", answer: reply }),
           );
         });
       });
