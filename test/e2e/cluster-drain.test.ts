@@ -67,6 +67,21 @@ describe("cluster: SIGTERM drains and hands over (real processes)", () => {
     );
     const viaB = await http(b.url, "POST", `/v1/agents/${agent.id}/messages`, { input: "through b" });
     expect(viaB.status).toBe(200);
+    // A stream through B is forwarded too, and arrives as server-sent events.
+    const streamed = await fetch(`${b.url}/v1/agents/${agent.id}/messages/stream`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ input: "streamed through b" }),
+    });
+    expect(streamed.headers.get("content-type")).toContain("text/event-stream");
+    const events = (await streamed.text())
+      .split("\n")
+      .filter((l) => l.startsWith("data: ") && l !== "data: [DONE]")
+      .map((l) => JSON.parse(l.slice(6)));
+    expect(events.find((e) => e.message_type === "assistant_message")?.content).toBe(
+      "re: streamed through b",
+    );
+    expect(events.at(-1)?.message_type).toBe("usage_statistics");
     const sql = postgres(db.url(), { max: 1, onnotice: () => {} });
     try {
       const owner = async () =>
@@ -93,7 +108,7 @@ describe("cluster: SIGTERM drains and hands over (real processes)", () => {
       const history = (await http(b.url, "GET", `/v1/agents/${agent.id}/messages?order=asc`)).body;
       expect(
         history.filter((m: any) => m.message_type === "user_message").map((m: any) => m.content),
-      ).toEqual(["first", "through b", "slow turn", "after drain"]);
+      ).toEqual(["first", "through b", "streamed through b", "slow turn", "after drain"]);
     } finally {
       await sql.end();
     }
