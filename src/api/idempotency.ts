@@ -1,6 +1,6 @@
 // The Idempotency-Key request header (as Stripe and the IETF draft use it): a client that retries
 // a POST with the same key gets the first attempt's effect once, not twice.
-import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Clock } from "../core/clock.ts";
 import { invalidField, KelpieError } from "../core/errors.ts";
 import type { Storage } from "../storage/types.ts";
@@ -43,18 +43,17 @@ declare module "fastify" {
 export function installIdempotency(app: FastifyInstance, storage: Storage, clock: Clock): void {
   // One attempt at a time per key on this node: a concurrent duplicate is told to retry.
   const inFlight = new Set<string>();
-  app.addHook("preHandler", async (req, reply) => {
-    if (req.method !== "POST" || keysItsOwnRun(req.routeOptions.url ?? "")) return;
-    const key = idempotencyKeyOf(req);
-    if (key === undefined) return;
+  /** Replays a stored answer (true), or marks the request to store its own (false). */
+  const lookUp = async (req: FastifyRequest, reply: FastifyReply, key: string): Promise<boolean> => {
     const scope = `${req.method} ${req.url} ${key}`;
     const stored = await storage.getIdempotent(scope);
     if (stored !== null) {
-      return reply
+      reply
         .code(stored.status_code)
         .header("content-type", "application/json; charset=utf-8")
         .header("idempotent-replayed", "true")
         .send(stored.body);
+      return true;
     }
     if (inFlight.has(scope)) {
       throw new KelpieError(
@@ -66,28 +65,38 @@ export function installIdempotency(app: FastifyInstance, storage: Storage, clock
     // Closed however it ends: answered, failed, or abandoned by the client.
     reply.raw.once("close", () => inFlight.delete(scope));
     req.idempotencyScope = scope;
-  });
-  app.addHook("onSend", async (req, reply, payload) => {
-    const scope = req.idempotencyScope;
-    if (scope === undefined) return payload;
-    const ok = reply.statusCode >= 200 && reply.statusCode < 300;
-    if (ok && typeof payload === "string") {
-      try {
-        await storage.commit([
-          {
-            op: "put_idempotent",
-            response: {
-              key: scope,
-              status_code: reply.statusCode,
-              body: payload,
-              created_at_ms: clock.nowMs(),
-            },
-          },
-        ]);
-      } catch (err) {
-        req.log.warn({ err }, "could not store the response of an Idempotency-Key request");
-      }
+    return false;
+  };
+  // Callback-style hooks: a request without a key (nearly all) passes without a promise.
+  app.addHook("preHandler", (req, reply, done) => {
+    if (req.method !== "POST" || req.headers["idempotency-key"] === undefined) return done();
+    if (keysItsOwnRun(req.routeOptions.url ?? "")) return done();
+    let key: string | undefined;
+    try {
+      key = idempotencyKeyOf(req);
+    } catch (err) {
+      return done(err as Error);
     }
-    return payload;
+    lookUp(req, reply, key!).then((replied) => {
+      if (!replied) done();
+    }, done);
+  });
+  app.addHook("onSend", (req, reply, payload, done) => {
+    const scope = req.idempotencyScope;
+    const ok = reply.statusCode >= 200 && reply.statusCode < 300;
+    if (scope === undefined || !ok || typeof payload !== "string") return done(null, payload);
+    const response = {
+      key: scope,
+      status_code: reply.statusCode,
+      body: payload,
+      created_at_ms: clock.nowMs(),
+    };
+    storage.commit([{ op: "put_idempotent", response }]).then(
+      () => done(null, payload),
+      (err: unknown) => {
+        req.log.warn({ err }, "could not store the response of an Idempotency-Key request");
+        done(null, payload);
+      },
+    );
   });
 }
