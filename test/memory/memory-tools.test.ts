@@ -8,6 +8,7 @@ import { WorkingMemoryService } from "../../src/memory/working-memory.ts";
 import { MemoryStorage } from "../../src/storage/memory.ts";
 import { type TestApp, testApp } from "../support/app.ts";
 import { type FakeLlm, type ScriptRequest, startFakeLlm } from "../support/fake-llm/server.ts";
+import { storedAgent } from "../support/records.ts";
 
 let fake: FakeLlm;
 let t: TestApp;
@@ -152,22 +153,7 @@ describe("working memory limits and expiry", () => {
       {
         op: "put_agent",
         create: true,
-        agent: {
-          id: agentId,
-          name: "wm",
-          agent_type: "memgpt_v2_agent",
-          system: "",
-          description: null,
-          metadata: {},
-          tags: [],
-          llm_config: null,
-          embedding_config: null,
-          tool_rules: [],
-          message_ids: [],
-          extra: {},
-          created_at_ms: 0,
-          updated_at_ms: 0,
-        },
+        agent: storedAgent(agentId, "wm"),
       },
     ]);
     const wm = new WorkingMemoryService(env);

@@ -6,26 +6,7 @@ import { KelpieError } from "../../src/core/errors.ts";
 import { LocalPlacement } from "../../src/runtime/placement.ts";
 import { Runtime } from "../../src/runtime/runtime.ts";
 import { MemoryStorage } from "../../src/storage/memory.ts";
-import type { AgentRecord } from "../../src/storage/types.ts";
-
-function agentRecord(id: string): Omit<AgentRecord, "block_ids" | "tool_ids"> {
-  return {
-    id,
-    name: id,
-    agent_type: "memgpt_v2_agent",
-    system: "",
-    description: null,
-    metadata: {},
-    tags: [],
-    llm_config: null,
-    embedding_config: null,
-    tool_rules: [],
-    message_ids: [],
-    extra: {},
-    created_at_ms: 0,
-    updated_at_ms: 0,
-  };
-}
+import { storedAgent } from "../support/records.ts";
 
 async function setup(
   count: number,
@@ -36,7 +17,7 @@ async function setup(
     { length: count },
     (_, i) => `agent-00000000-0000-4000-8000-${String(i).padStart(12, "0")}`,
   );
-  await storage.commit(ids.map((id) => ({ op: "put_agent" as const, agent: agentRecord(id), create: true })));
+  await storage.commit(ids.map((id) => ({ op: "put_agent" as const, agent: storedAgent(id), create: true })));
   const clock = options.clock ?? new SystemClock();
   const runtime = new Runtime({
     clock,
@@ -159,14 +140,14 @@ describe("runtime", () => {
     await storage.acquireFence(id); // another owner took over
     const err = await runtime
       .invoke(id, (ctx) =>
-        storage.commit([{ op: "put_agent", agent: agentRecord(id), create: false }], { fence: ctx.fence }),
+        storage.commit([{ op: "put_agent", agent: storedAgent(id), create: false }], { fence: ctx.fence }),
       )
       .catch((e) => e);
     expect(err.code).toBe("FENCED");
     expect(runtime.isActive(id)).toBe(false);
     // The next op activates afresh with the newest token and commits.
     await runtime.invoke(id, (ctx) =>
-      storage.commit([{ op: "put_agent", agent: agentRecord(id), create: false }], { fence: ctx.fence }),
+      storage.commit([{ op: "put_agent", agent: storedAgent(id), create: false }], { fence: ctx.fence }),
     );
   });
 });

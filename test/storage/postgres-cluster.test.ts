@@ -2,8 +2,9 @@
 // it lapses, how renewal and release work, and that a lapsed or superseded holder cannot commit.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PostgresStorage } from "../../src/storage/postgres.ts";
-import type { AgentRecord, NodeIdentity } from "../../src/storage/types.ts";
+import type { NodeIdentity } from "../../src/storage/types.ts";
 import { withTestDatabase } from "../support/postgres.ts";
+import { type StoredAgent, storedAgent } from "../support/records.ts";
 
 /** Short enough to wait out in a test; the database, not this process, decides when it lapses. */
 const LEASE_TTL_MS = 400;
@@ -11,24 +12,12 @@ const NODE_DEAD_AFTER_MS = LEASE_TTL_MS;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let counter = 0;
-function agent(): Omit<AgentRecord, "block_ids" | "tool_ids"> {
+function agent(): StoredAgent {
   counter++;
-  return {
-    id: `agent-00000000-0000-4000-8000-${String(counter).padStart(12, "0")}`,
-    name: `leased-${counter}`,
-    agent_type: "memgpt_v2_agent",
-    system: "",
-    description: null,
-    metadata: {},
-    tags: [],
-    llm_config: null,
-    embedding_config: null,
-    tool_rules: [],
-    message_ids: [],
-    extra: {},
-    created_at_ms: 0,
-    updated_at_ms: 0,
-  };
+  return storedAgent(
+    `agent-00000000-0000-4000-8000-${String(counter).padStart(12, "0")}`,
+    `leased-${counter}`,
+  );
 }
 
 describe("postgres cluster store", () => {

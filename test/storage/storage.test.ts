@@ -10,6 +10,7 @@ import { PostgresStorage } from "../../src/storage/postgres.ts";
 import { SqliteStorage } from "../../src/storage/sqlite.ts";
 import type { Storage } from "../../src/storage/types.ts";
 import { withTestDatabase } from "../support/postgres.ts";
+import { storedAgent } from "../support/records.ts";
 import { storageSuite } from "./storage.suite.ts";
 
 describe("memory engine", () => {
@@ -102,22 +103,7 @@ describe("postgres engine", () => {
       {
         op: "put_agent",
         create: true,
-        agent: {
-          id: agentId,
-          name: "race",
-          agent_type: "memgpt_v2_agent",
-          system: "",
-          description: null,
-          metadata: {},
-          tags: [],
-          llm_config: null,
-          embedding_config: null,
-          tool_rules: [],
-          message_ids: [],
-          extra: {},
-          created_at_ms: 0,
-          updated_at_ms: 0,
-        },
+        agent: storedAgent(agentId, "race"),
       },
     ]);
     const tokens = await Promise.all(Array.from({ length: 20 }, () => shared.acquireFence(agentId)));
