@@ -69,9 +69,20 @@ async function answers(archival: ArchivalService, archiveId: string) {
   return out;
 }
 
-/** A rebuilt graph is another approximate graph (threaded inserts): only the best hits must agree. */
-// (The last query matches no passage exactly, so its best hit is not pinned down.)
-const tops = (all: Awaited<ReturnType<typeof answers>>) => all.slice(0, -1).map((hits) => hits[0]?.id);
+/**
+ * Whether a rebuilt graph finds, for each query "p-N", the passage "p-N" among its best three: the
+ * passage is an exact vector and word match, but an approximate graph built by threaded inserts
+ * may rank a neighbour above it, so the order of two near-ties is not pinned down.
+ */
+async function findsEachPassage(archival: ArchivalService, archiveId: string): Promise<string[]> {
+  const missed: string[] = [];
+  // The last query matches no passage exactly.
+  for (const query of QUERIES.slice(0, -1)) {
+    const hits = await archival.search([archiveId], { query, topK: 3 });
+    if (!hits.some((h) => h.passage.text.startsWith(`${query} `))) missed.push(query);
+  }
+  return missed;
+}
 
 async function seeded(): Promise<{ archiveId: string; before: Awaited<ReturnType<typeof answers>> }> {
   const server = await start();
@@ -134,25 +145,25 @@ describe("saved HNSW graphs", () => {
   });
 
   it("rebuilds from storage when the graph file is truncated or the sidecar is garbage", async () => {
-    const { archiveId, before } = await seeded();
+    const { archiveId } = await seeded();
     const graph = join(dir, "index", `${archiveId}.usearch`);
     const bytes = readFileSync(graph);
     // usearch aborts the whole process on this one if it ever reads it.
     writeFileSync(graph, bytes.subarray(0, bytes.length - 10));
     let server = await start();
-    expect(tops(await answers(server.archival, archiveId))).toEqual(tops(before));
+    expect(await findsEachPassage(server.archival, archiveId)).toEqual([]);
     expect(server.archival.indexStats).toMatchObject({ built: 1, loaded: 0 });
     await server.close(true);
 
     writeFileSync(join(dir, "index", `${archiveId}.usearch.json`), "{not json");
     server = await start();
-    expect(tops(await answers(server.archival, archiveId))).toEqual(tops(before));
+    expect(await findsEachPassage(server.archival, archiveId)).toEqual([]);
     expect(server.archival.indexStats).toMatchObject({ built: 1, loaded: 0 });
     await server.close(true);
 
     // The rebuilt graph was saved again and loads.
     server = await start();
-    expect(tops(await answers(server.archival, archiveId))).toEqual(tops(before));
+    expect(await findsEachPassage(server.archival, archiveId)).toEqual([]);
     expect(server.archival.indexStats).toMatchObject({ built: 0, loaded: 1 });
     await server.close(true);
   });
