@@ -133,7 +133,12 @@ describe("the agent loop", () => {
       if (done < n)
         return {
           toolCalls: [
-            { name: "conversation_search", args: { query: `step ${done}`, request_heartbeat: true } },
+            // A small memory edit per step: conversation_search would return its own earlier
+            // results, nested and escaped again each step, and the prompt would balloon.
+            {
+              name: "memory_insert",
+              args: { label: "human", new_str: `step ${done}`, request_heartbeat: true },
+            },
           ],
         };
       return { toolCalls: [{ name: "send_message", args: { message: "chain done" } }] };
