@@ -610,8 +610,8 @@ export class TurnRunner {
       result = await telemetry.span(
         "llm.call",
         { model: llm.model, provider: llm.providerName },
-        () =>
-          request.streamTokens && request.onEvent
+        async (span) => {
+          const answer = await (request.streamTokens && request.onEvent
             ? this.streamCall(
                 llm.provider,
                 chatRequest,
@@ -621,7 +621,11 @@ export class TurnRunner {
                 agent.agent_type,
                 clientOnly,
               )
-            : llm.provider.complete(chatRequest, request.signal),
+            : llm.provider.complete(chatRequest, request.signal));
+          span.setAttribute("gen_ai.usage.input_tokens", answer.usage.inputTokens);
+          span.setAttribute("gen_ai.usage.output_tokens", answer.usage.outputTokens);
+          return answer;
+        },
         { leaf: true },
       );
     } catch (err) {

@@ -1,6 +1,5 @@
 // Builds the Fastify app; never listens (the CLI does), so tests can use inject() or a socket.
 
-import type { Tracer } from "@opentelemetry/api";
 import { Ajv } from "ajv";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { AgentService } from "../agent/agents.ts";
@@ -15,6 +14,7 @@ import type { ArchivalService } from "../memory/archival.ts";
 import type { BlockService } from "../memory/block-service.ts";
 import type { WorkingMemoryService } from "../memory/working-memory.ts";
 import type { KelpieMetrics } from "../observability/metrics.ts";
+import type { SpanRecorder } from "../observability/span-recorder.ts";
 import type { Telemetry } from "../observability/telemetry.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { CustomTools } from "../tools/custom/service.ts";
@@ -51,7 +51,7 @@ export interface Services {
   archival: ArchivalService;
   working: WorkingMemoryService;
   /** Metrics and tracing, when the server runs with them. */
-  observability?: { metrics: KelpieMetrics; tracer: Tracer | null };
+  observability?: { metrics: KelpieMetrics; tracer: SpanRecorder | null };
   /** Runners for tools the agent loop does not run itself (archival, sandboxed custom, MCP). */
   toolRunners: ToolRunners;
   telemetry: Telemetry;

@@ -1,15 +1,16 @@
 // HTTP-level observability: a span per request (the root of the request's trace) and a latency
 // histogram by route; and GET /metrics in Prometheus text format.
-import { context, propagation, SpanKind, SpanStatusCode, type Tracer, trace } from "@opentelemetry/api";
+import { context, propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { FastifyInstance, FastifyPluginAsync } from "fastify";
 import type { Clock } from "../core/clock.ts";
 import type { KelpieMetrics } from "../observability/metrics.ts";
+import type { SpanRecorder } from "../observability/span-recorder.ts";
 import type { Services } from "./app.ts";
 import { type PageQueryString, pageOf, pageQuerySchema } from "./schemas.ts";
 
 export function installHttpObservability(
   app: FastifyInstance,
-  observability: { metrics: KelpieMetrics; tracer: Tracer | null },
+  observability: { metrics: KelpieMetrics; tracer: SpanRecorder | null },
   clock: Clock,
 ): void {
   const { metrics, tracer } = observability;
@@ -20,21 +21,23 @@ export function installHttpObservability(
         ? undefined
         : tracer.startSpan(
             `${req.method} ${req.routeOptions.url ?? req.url}`,
-            {
-              kind: SpanKind.SERVER,
-              attributes: { "http.request.method": req.method, "url.path": req.url.split("?")[0] ?? "" },
-            },
+            { "http.request.method": req.method, "url.path": req.url.split("?")[0] ?? "" },
             // A request forwarded by another node (or sent by a traced client) continues its trace.
             req.headers.traceparent === undefined
               ? context.active()
               : propagation.extract(context.active(), req.headers),
+            SpanKind.SERVER,
           );
     // The raw response closes for every request, streamed (SSE) or not.
     reply.raw.once("close", () => {
       const route = req.routeOptions.url ?? "unmatched";
       const status = reply.raw.statusCode;
       metrics.httpRequestDurationSeconds.observe(
-        { method: req.method, route, status_code: String(status) },
+        metrics.httpRequestDurationSeconds.cell(`${req.method} ${status} ${route}`, () => ({
+          method: req.method,
+          route,
+          status_code: String(status),
+        })),
         (clock.monotonicMs() - startMs) / 1_000,
       );
       if (span) {

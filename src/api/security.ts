@@ -1,7 +1,7 @@
 // API keys, rate limiting and CORS, applied to every route before it runs. Keys come from
 // KELPIE_API_KEYS and from `kelpie keys create` (stored as SHA-256 hashes); a presented key is
 // compared against every known hash in constant time. The rate limit is a token bucket per key.
-import { createHash, timingSafeEqual } from "node:crypto";
+import { hash, timingSafeEqual } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Clock } from "../core/clock.ts";
 import type { Storage } from "../storage/types.ts";
@@ -19,7 +19,7 @@ export interface SecurityConfig {
 }
 
 export function sha256Hex(text: string): string {
-  return createHash("sha256").update(text).digest("hex");
+  return hash("sha256", text, "hex");
 }
 
 export class ApiKeys {
@@ -40,7 +40,7 @@ export class ApiKeys {
 
   private refreshing: Promise<void> | null = null;
 
-  private stale(): boolean {
+  stale(): boolean {
     return this.clock.monotonicMs() - this.refreshedAtMs >= API_KEYS_REFRESH_INTERVAL_MS;
   }
 
@@ -71,10 +71,10 @@ export class ApiKeys {
 
   /** The id of the key among those known here, or null. Every hash is compared, each in constant time. */
   knownId(presented: string): string | null {
-    const hash = Buffer.from(sha256Hex(presented), "hex");
+    const digest = hash("sha256", presented, "buffer");
     let found: string | null = null;
     for (const list of [this.configured, this.stored]) {
-      for (const key of list) if (timingSafeEqual(hash, key.hash) && found === null) found = key.id;
+      for (const key of list) if (timingSafeEqual(digest, key.hash) && found === null) found = key.id;
     }
     return found;
   }
@@ -143,40 +143,19 @@ export function installSecurity(
     : null;
   const allowAll = config.corsOrigins.includes("*");
 
-  app.addHook("onRequest", async (req: FastifyRequest, reply: FastifyReply) => {
-    const origin = req.headers.origin;
-    if (origin !== undefined && (allowAll || config.corsOrigins.includes(origin))) {
-      reply.header("access-control-allow-origin", allowAll ? "*" : origin);
-      reply.header("vary", "Origin");
-      if (req.method === "OPTIONS") {
-        reply.header("access-control-allow-methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS");
-        reply.header("access-control-allow-headers", "authorization, content-type, x-api-key");
-        return reply.status(204).send();
-      }
-    }
-    const path = pathOf(req.url);
-    const open = AUTH_ALLOWLIST.includes(path) || (config.metricsPublic && path === "/metrics");
-    // The keys known here answer at once; stored keys are re-read in the background when stale,
-    // and a key not known yet waits for that re-read before it is refused.
-    if (!keys.loaded) await keys.refreshIfStale();
-    else void keys.refreshIfStale().catch(() => {});
-    if (!open && keys.enabled) {
-      const key = presentedKey(req);
-      let id = key === undefined || key === "" ? null : keys.knownId(key);
-      if (id === null && key !== undefined && key !== "") id = await keys.verify(key);
-      if (id === null) {
-        return reply.status(401).send({
-          detail: "Missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
-          code: "UNAUTHORIZED",
-        });
-      }
-      req.apiKeyId = id;
-    }
+  const refuse = (reply: FastifyReply): void => {
+    reply.status(401).send({
+      detail: "Missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
+      code: "UNAUTHORIZED",
+    });
+  };
+  /** After the key check: the rate limit, then the route (or a 429). */
+  const admit = (req: FastifyRequest, reply: FastifyReply, open: boolean, done: () => void): void => {
     if (limiter !== null && !open) {
       const taken = limiter.take(req.apiKeyId ?? req.ip);
       if (!taken.ok) {
         deps.onRateLimited?.();
-        return reply
+        reply
           .status(429)
           .header("retry-after", String(taken.retryAfterS))
           .send({
@@ -184,7 +163,58 @@ export function installSecurity(
             code: "RATE_LIMITED",
             retryable: true,
           });
+        return;
       }
     }
+    done();
+  };
+  /** The key check for a key not known here: re-read the stored keys (if stale), then decide. */
+  const verifySlowly = (
+    req: FastifyRequest,
+    reply: FastifyReply,
+    key: string | undefined,
+    open: boolean,
+    done: (err?: Error) => void,
+  ): void => {
+    (async () => {
+      await keys.refreshIfStale();
+      if (open || !keys.enabled) return true;
+      const id = key === undefined || key === "" ? null : await keys.verify(key);
+      if (id === null) return false;
+      req.apiKeyId = id;
+      return true;
+    })().then(
+      (admitted) => (admitted ? admit(req, reply, open, done) : refuse(reply)),
+      (err: Error) => done(err),
+    );
+  };
+
+  // Callback style, so a request with a known key costs no promise: this runs on every request.
+  app.addHook("onRequest", (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
+    const origin = req.headers.origin;
+    if (origin !== undefined && (allowAll || config.corsOrigins.includes(origin))) {
+      reply.header("access-control-allow-origin", allowAll ? "*" : origin);
+      reply.header("vary", "Origin");
+      if (req.method === "OPTIONS") {
+        reply.header("access-control-allow-methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS");
+        reply.header("access-control-allow-headers", "authorization, content-type, x-api-key");
+        reply.status(204).send();
+        return;
+      }
+    }
+    const path = pathOf(req.url);
+    const open = AUTH_ALLOWLIST.includes(path) || (config.metricsPublic && path === "/metrics");
+    const key = open ? undefined : presentedKey(req);
+    // Until the stored keys were read once, every request waits for that read.
+    if (!keys.loaded) return verifySlowly(req, reply, key, open, done);
+    // The keys known here answer at once; stored keys are re-read in the background when stale,
+    // and a key not known yet waits for that re-read before it is refused.
+    if (keys.stale()) void keys.refreshIfStale().catch(() => {});
+    if (!open && keys.enabled) {
+      const id = key === undefined || key === "" ? null : keys.knownId(key);
+      if (id === null) return verifySlowly(req, reply, key, open, done);
+      req.apiKeyId = id;
+    }
+    admit(req, reply, open, done);
   });
 }

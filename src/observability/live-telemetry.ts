@@ -1,37 +1,76 @@
 // The real Telemetry: events become Prometheus metrics, spans become OpenTelemetry spans.
-import { type Span, SpanStatusCode, type Tracer } from "@opentelemetry/api";
+// This runs on every step: each metric series is found once per label set and reused, and a span
+// wraps the callback's promise instead of adding an async frame around it.
+import { context, SpanStatusCode, trace } from "@opentelemetry/api";
+import type { Labels } from "./hot-metrics.ts";
 import type { KelpieMetrics } from "./metrics.ts";
-import type { InvocationEvent, LlmCallEvent, Telemetry, ToolRunEvent } from "./telemetry.ts";
+import type { RecordedSpan, SpanRecorder } from "./span-recorder.ts";
+import {
+  type InvocationEvent,
+  type LlmCallEvent,
+  NO_SPAN,
+  type SpanHandle,
+  type Telemetry,
+  type ToolRunEvent,
+} from "./telemetry.ts";
 
 const MS_PER_S = 1_000;
+function failSpan(span: RecordedSpan, err: unknown): void {
+  span.recordException(err as Error);
+  span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
+  span.end();
+}
 
 export class LiveTelemetry implements Telemetry {
   constructor(
     readonly metrics: KelpieMetrics,
-    readonly tracer: Tracer | null,
+    readonly tracer: SpanRecorder | null,
   ) {}
 
   invocation(e: InvocationEvent): void {
-    this.metrics.invocationsTotal.inc({ operation: e.operation, status: e.status });
-    this.metrics.invocationDurationSeconds.observe({ operation: e.operation }, e.durationMs / MS_PER_S);
+    const m = this.metrics;
+    const op = e.operation;
+    m.invocationsTotal.inc(
+      m.invocationsTotal.cell(`${op}\u0000${e.status}`, () => ({ operation: op, status: e.status })),
+    );
+    m.invocationDurationSeconds.observe(
+      m.invocationDurationSeconds.cell(op, () => ({ operation: op })),
+      e.durationMs / MS_PER_S,
+    );
   }
 
   llmCall(e: LlmCallEvent): void {
-    const labels = { provider: e.provider, model: e.model };
-    this.metrics.llmCallsTotal.inc({ ...labels, status: e.ok ? "ok" : (e.errorCode ?? "error") });
-    this.metrics.llmCallDurationSeconds.observe(labels, e.durationMs / MS_PER_S);
-    if (e.inputTokens > 0) this.metrics.llmTokensTotal.inc({ ...labels, kind: "input" }, e.inputTokens);
-    if (e.outputTokens > 0) this.metrics.llmTokensTotal.inc({ ...labels, kind: "output" }, e.outputTokens);
+    const m = this.metrics;
+    const key = `${e.provider}\u0000${e.model}`;
+    const status = e.ok ? "ok" : (e.errorCode ?? "error");
+    const labels = (extra: Labels) => () => ({ provider: e.provider, model: e.model, ...extra });
+    m.llmCallsTotal.inc(m.llmCallsTotal.cell(`${key}\u0000${status}`, labels({ status })));
+    m.llmCallDurationSeconds.observe(m.llmCallDurationSeconds.cell(key, labels({})), e.durationMs / MS_PER_S);
+    if (e.inputTokens > 0)
+      m.llmTokensTotal.inc(
+        m.llmTokensTotal.cell(`${key}\u0000input`, labels({ kind: "input" })),
+        e.inputTokens,
+      );
+    if (e.outputTokens > 0)
+      m.llmTokensTotal.inc(
+        m.llmTokensTotal.cell(`${key}\u0000output`, labels({ kind: "output" })),
+        e.outputTokens,
+      );
   }
 
   toolRun(e: ToolRunEvent): void {
-    this.metrics.toolExecutionsTotal.inc({
-      tool_type: e.toolType,
-      sandbox: e.sandbox,
-      outcome: e.ok ? "ok" : "error",
-    });
-    this.metrics.toolExecutionDurationSeconds.observe(
-      { tool_type: e.toolType, sandbox: e.sandbox },
+    const m = this.metrics;
+    const key = `${e.toolType}\u0000${e.sandbox}`;
+    const outcome = e.ok ? "ok" : "error";
+    m.toolExecutionsTotal.inc(
+      m.toolExecutionsTotal.cell(`${key}\u0000${outcome}`, () => ({
+        tool_type: e.toolType,
+        sandbox: e.sandbox,
+        outcome,
+      })),
+    );
+    m.toolExecutionDurationSeconds.observe(
+      m.toolExecutionDurationSeconds.cell(key, () => ({ tool_type: e.toolType, sandbox: e.sandbox })),
       e.durationMs / MS_PER_S,
     );
   }
@@ -39,22 +78,31 @@ export class LiveTelemetry implements Telemetry {
   span<T>(
     name: string,
     attributes: Record<string, string | number | boolean>,
-    fn: () => Promise<T>,
+    fn: (span: SpanHandle) => Promise<T>,
     options?: { leaf?: boolean },
   ): Promise<T> {
-    if (this.tracer === null) return fn();
-    const run = async (span: Span): Promise<T> => {
-      try {
-        return await fn();
-      } catch (err) {
-        span.recordException(err as Error);
-        span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
-        throw err;
-      } finally {
+    const tracer = this.tracer;
+    if (tracer === null) return fn(NO_SPAN);
+    const active = context.active();
+    const span = tracer.startSpan(name, attributes, active);
+    let result: Promise<T>;
+    try {
+      // A leaf opens no context of its own (nothing inside makes spans), which is cheaper.
+      result =
+        options?.leaf === true ? fn(span) : context.with(trace.setSpan(active, span), fn, undefined, span);
+    } catch (err) {
+      failSpan(span, err);
+      throw err;
+    }
+    return result.then(
+      (value) => {
         span.end();
-      }
-    };
-    if (options?.leaf === true) return run(this.tracer.startSpan(name, { attributes }));
-    return this.tracer.startActiveSpan(name, { attributes }, run);
+        return value;
+      },
+      (err: unknown) => {
+        failSpan(span, err);
+        throw err;
+      },
+    );
   }
 }

@@ -2,6 +2,7 @@
 // figures are read when scraped; events (invocations, LLM calls, tools, HTTP) are counted as they
 // happen, through the Telemetry seam.
 import client from "prom-client";
+import { HotCounter, HotHistogram } from "./hot-metrics.ts";
 
 export type MemoryTier = "core" | "working" | "archival";
 export type TierBytesProvider = () => Promise<number>;
@@ -12,16 +13,17 @@ const DURATION_BUCKETS_S = [
 
 export class KelpieMetrics {
   readonly registry = new client.Registry();
-  readonly invocationsTotal: client.Counter<"operation" | "status">;
-  readonly invocationDurationSeconds: client.Histogram<"operation">;
-  readonly httpRequestDurationSeconds: client.Histogram<"method" | "route" | "status_code">;
-  readonly llmCallsTotal: client.Counter<"provider" | "model" | "status">;
-  readonly llmTokensTotal: client.Counter<"provider" | "model" | "kind">;
-  readonly llmCallDurationSeconds: client.Histogram<"provider" | "model">;
-  readonly toolExecutionsTotal: client.Counter<"tool_type" | "sandbox" | "outcome">;
-  readonly toolExecutionDurationSeconds: client.Histogram<"tool_type" | "sandbox">;
-  readonly storageCommitDurationSeconds: client.Histogram<"engine">;
-  readonly storageCommitsTotal: client.Counter<"engine" | "outcome">;
+  // Observed on every step: the hot-path kind (see hot-metrics.ts).
+  readonly invocationsTotal: HotCounter;
+  readonly invocationDurationSeconds: HotHistogram;
+  readonly httpRequestDurationSeconds: HotHistogram;
+  readonly llmCallsTotal: HotCounter;
+  readonly llmTokensTotal: HotCounter;
+  readonly llmCallDurationSeconds: HotHistogram;
+  readonly toolExecutionsTotal: HotCounter;
+  readonly toolExecutionDurationSeconds: HotHistogram;
+  readonly storageCommitDurationSeconds: HotHistogram;
+  readonly storageCommitsTotal: HotCounter;
   readonly fencingRejectionsTotal: client.Counter;
   readonly rateLimitedTotal: client.Counter;
   private readonly tiers = new Map<MemoryTier, TierBytesProvider>();
@@ -90,71 +92,71 @@ export class KelpieMetrics {
         }
       },
     });
-    this.invocationsTotal = new client.Counter({
-      name: "kelpie_invocations_total",
-      help: "Operations run in agents' mailboxes.",
-      labelNames: ["operation", "status"],
-      registers: [registry],
-    });
-    this.invocationDurationSeconds = new client.Histogram({
-      name: "kelpie_invocation_duration_seconds",
-      help: "Time an operation ran in an agent's mailbox.",
-      labelNames: ["operation"],
-      buckets: DURATION_BUCKETS_S,
-      registers: [registry],
-    });
-    this.httpRequestDurationSeconds = new client.Histogram({
-      name: "kelpie_http_request_duration_seconds",
-      help: "HTTP requests by route and status.",
-      labelNames: ["method", "route", "status_code"],
-      buckets: DURATION_BUCKETS_S,
-      registers: [registry],
-    });
-    this.llmCallsTotal = new client.Counter({
-      name: "kelpie_llm_calls_total",
-      help: "Model calls by provider, model and outcome.",
-      labelNames: ["provider", "model", "status"],
-      registers: [registry],
-    });
-    this.llmTokensTotal = new client.Counter({
-      name: "kelpie_llm_tokens_total",
-      help: "Tokens by provider, model and kind (input, output).",
-      labelNames: ["provider", "model", "kind"],
-      registers: [registry],
-    });
-    this.llmCallDurationSeconds = new client.Histogram({
-      name: "kelpie_llm_call_duration_seconds",
-      help: "Model call time.",
-      labelNames: ["provider", "model"],
-      buckets: DURATION_BUCKETS_S,
-      registers: [registry],
-    });
-    this.toolExecutionsTotal = new client.Counter({
-      name: "kelpie_tool_executions_total",
-      help: "Tool executions by type, sandbox level and outcome.",
-      labelNames: ["tool_type", "sandbox", "outcome"],
-      registers: [registry],
-    });
-    this.toolExecutionDurationSeconds = new client.Histogram({
-      name: "kelpie_tool_execution_duration_seconds",
-      help: "Tool execution time.",
-      labelNames: ["tool_type", "sandbox"],
-      buckets: DURATION_BUCKETS_S,
-      registers: [registry],
-    });
-    this.storageCommitDurationSeconds = new client.Histogram({
-      name: "kelpie_storage_commit_duration_seconds",
-      help: "Storage commit time (until durable).",
-      labelNames: ["engine"],
-      buckets: DURATION_BUCKETS_S,
-      registers: [registry],
-    });
-    this.storageCommitsTotal = new client.Counter({
-      name: "kelpie_storage_commits_total",
-      help: "Storage commits by outcome.",
-      labelNames: ["engine", "outcome"],
-      registers: [registry],
-    });
+    this.invocationsTotal = new HotCounter(
+      "kelpie_invocations_total",
+      "Operations run in agents' mailboxes.",
+      ["operation", "status"],
+      registry,
+    );
+    this.invocationDurationSeconds = new HotHistogram(
+      "kelpie_invocation_duration_seconds",
+      "Time an operation ran in an agent's mailbox.",
+      ["operation"],
+      DURATION_BUCKETS_S,
+      registry,
+    );
+    this.httpRequestDurationSeconds = new HotHistogram(
+      "kelpie_http_request_duration_seconds",
+      "HTTP requests by route and status.",
+      ["method", "route", "status_code"],
+      DURATION_BUCKETS_S,
+      registry,
+    );
+    this.llmCallsTotal = new HotCounter(
+      "kelpie_llm_calls_total",
+      "Model calls by provider, model and outcome.",
+      ["provider", "model", "status"],
+      registry,
+    );
+    this.llmTokensTotal = new HotCounter(
+      "kelpie_llm_tokens_total",
+      "Tokens by provider, model and kind (input, output).",
+      ["provider", "model", "kind"],
+      registry,
+    );
+    this.llmCallDurationSeconds = new HotHistogram(
+      "kelpie_llm_call_duration_seconds",
+      "Model call time.",
+      ["provider", "model"],
+      DURATION_BUCKETS_S,
+      registry,
+    );
+    this.toolExecutionsTotal = new HotCounter(
+      "kelpie_tool_executions_total",
+      "Tool executions by type, sandbox level and outcome.",
+      ["tool_type", "sandbox", "outcome"],
+      registry,
+    );
+    this.toolExecutionDurationSeconds = new HotHistogram(
+      "kelpie_tool_execution_duration_seconds",
+      "Tool execution time.",
+      ["tool_type", "sandbox"],
+      DURATION_BUCKETS_S,
+      registry,
+    );
+    this.storageCommitDurationSeconds = new HotHistogram(
+      "kelpie_storage_commit_duration_seconds",
+      "Storage commit time (until durable).",
+      ["engine"],
+      DURATION_BUCKETS_S,
+      registry,
+    );
+    this.storageCommitsTotal = new HotCounter(
+      "kelpie_storage_commits_total",
+      "Storage commits by outcome.",
+      ["engine", "outcome"],
+      registry,
+    );
     this.fencingRejectionsTotal = new client.Counter({
       name: "kelpie_fencing_rejections_total",
       help: "Commits rejected because a newer fencing token exists.",

@@ -27,6 +27,13 @@ export interface InvocationEvent {
   durationMs: number;
 }
 
+/** The span a `Telemetry.span` callback runs in: it can add attributes learned along the way. */
+export interface SpanHandle {
+  setAttribute(key: string, value: string | number | boolean): void;
+}
+
+export const NO_SPAN: SpanHandle = { setAttribute: () => {} };
+
 export interface Telemetry {
   invocation(event: InvocationEvent): void;
   llmCall(event: LlmCallEvent): void;
@@ -38,7 +45,7 @@ export interface Telemetry {
   span<T>(
     name: string,
     attributes: Record<string, string | number | boolean>,
-    fn: () => Promise<T>,
+    fn: (span: SpanHandle) => Promise<T>,
     options?: { leaf?: boolean },
   ): Promise<T>;
 }
@@ -47,5 +54,5 @@ export const NO_TELEMETRY: Telemetry = {
   invocation: () => {},
   llmCall: () => {},
   toolRun: () => {},
-  span: (_name, _attributes, fn) => fn(),
+  span: (_name, _attributes, fn) => fn(NO_SPAN),
 };
