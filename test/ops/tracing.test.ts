@@ -13,6 +13,10 @@ interface OtlpSpan {
   spanId: string;
   parentSpanId?: string;
   name: string;
+  kind: number;
+  startTimeUnixNano: string;
+  endTimeUnixNano: string;
+  attributes: { key: string; value: { stringValue?: string; intValue?: string | number } }[];
 }
 
 let fake: FakeLlm;
@@ -94,6 +98,14 @@ describe("OpenTelemetry tracing", () => {
     };
     const llm = inTrace.find((s) => s.name === "llm.call")!;
     expect(ancestors(llm)).toEqual(["agent.step", "actor.invoke", root!.name]);
+    // The model call carries the model and its token counts; times are real and ordered.
+    const attribute = (s: OtlpSpan, key: string) => s.attributes.find((a) => a.key === key)?.value;
+    expect(attribute(llm, "model")).toEqual({ stringValue: "gpt-4o-mini" });
+    expect(Number(attribute(llm, "gen_ai.usage.input_tokens")?.intValue)).toBeGreaterThan(0);
+    expect(BigInt(llm.endTimeUnixNano)).toBeGreaterThanOrEqual(BigInt(llm.startTimeUnixNano));
+    expect(BigInt(llm.startTimeUnixNano)).toBeGreaterThanOrEqual(BigInt(root!.startTimeUnixNano));
+    expect(Number(root!.startTimeUnixNano) / 1e6).toBeGreaterThan(Date.now() - 60_000);
+    expect(root!.kind).toBe(2); // SERVER
     const commit = inTrace.find((s) => s.name === "storage.commit" && ancestors(s).includes("agent.step"));
     expect(commit).toBeDefined();
     expect(inTrace.some((s) => s.name === "tool.run")).toBe(true);
