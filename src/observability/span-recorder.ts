@@ -28,6 +28,7 @@ const SPAN_ID_BYTES = 8;
 const TRACE_ID_BYTES = 16;
 const MS_PER_S = 1_000;
 const NS_PER_MS = 1_000_000;
+const NS_PER_S = 1_000_000_000;
 const INSTRUMENTATION_SCOPE_NAME = "kelpie";
 
 /** Random bytes drawn a pool at a time (one syscall per 4 KiB of ids), as hex ids. */
@@ -78,9 +79,12 @@ export function rootSamplerFromEnv(env: NodeJS.ProcessEnv): RootSampler {
   return () => true;
 }
 
-function hrTimeOf(epochMs: number): HrTime {
-  const seconds = Math.floor(epochMs / MS_PER_S);
-  return [seconds, Math.round((epochMs - seconds * MS_PER_S) * NS_PER_MS)];
+/** Milliseconds (since the epoch, or a duration) as OpenTelemetry's [seconds, nanoseconds]. */
+function hrTimeOf(ms: number): HrTime {
+  const seconds = Math.floor(ms / MS_PER_S);
+  const nanos = Math.round((ms - seconds * MS_PER_S) * NS_PER_MS);
+  // Rounding can reach a whole second.
+  return nanos >= NS_PER_S ? [seconds + 1, nanos - NS_PER_S] : [seconds, nanos];
 }
 
 const UNSET_STATUS: SpanStatus = { code: SpanStatusCode.UNSET };
@@ -128,9 +132,7 @@ export class RecordedSpan implements Span, ReadableSpan {
   }
 
   get duration(): HrTime {
-    const ms = this.endMs - this.startMs;
-    const seconds = Math.floor(ms / MS_PER_S);
-    return [seconds, Math.round((ms - seconds * MS_PER_S) * NS_PER_MS)];
+    return hrTimeOf(this.endMs - this.startMs);
   }
 
   spanContext(): SpanContext {
