@@ -22,8 +22,8 @@ afterEach(async () => {
 const KEY = "key-one";
 const ID = "00000000-0000-4000-8000-000000000000";
 
-async function app(security: KelpieOptions["security"]) {
-  t = await testApp(new MemoryStorage(), {
+async function app(security: KelpieOptions["security"], storage = new MemoryStorage()) {
+  t = await testApp(storage, {
     llm: llmConfigFromEnv({ OPENAI_API_KEY: "sk-test", OPENAI_BASE_URL: `${fake.url}/v1` }),
     observability: { tracing: null },
     ...(security ? { security } : {}),
@@ -84,16 +84,53 @@ describe("API keys", () => {
 
   it("keys created with `kelpie keys create` are stored hashed and accepted", async () => {
     const { sha256Hex } = await import("../../src/api/security.ts");
-    await app({ apiKeys: [], corsOrigins: [], metricsPublic: false });
-    expect((await call("GET", "/v1/agents/")).statusCode).toBe(200); // no keys: open
-    await t!.kelpie.services.env.storage.commit([
+    const storage = new MemoryStorage();
+    await storage.migrate();
+    await storage.commit([
       {
         op: "put_api_key",
         key: { id: "key-1", name: "ci", key_sha256: sha256Hex("stored-secret"), created_at_ms: 0 },
       },
     ]);
-    const keys = await t!.kelpie.services.env.storage.listApiKeys();
-    expect(JSON.stringify(keys)).not.toContain("stored-secret");
+    expect(JSON.stringify(await storage.listApiKeys())).not.toContain("stored-secret");
+    // No key in the environment: the stored one alone closes the server.
+    await app({ apiKeys: [], corsOrigins: [], metricsPublic: false }, storage);
+    expect((await call("GET", "/v1/agents/")).statusCode).toBe(401);
+    expect((await call("GET", "/v1/agents/", { authorization: "Bearer wrong-secret" })).statusCode).toBe(401);
+    expect((await call("GET", "/v1/agents/", { authorization: "Bearer stored-secret" })).statusCode).toBe(
+      200,
+    );
+    expect((await call("GET", "/v1/agents/", { "x-api-key": "stored-secret" })).statusCode).toBe(200);
+  });
+});
+
+describe("CORS", () => {
+  it("is off by default, and answers only the configured origins", async () => {
+    const preflight = (origin: string) =>
+      call("OPTIONS", "/v1/agents/", { origin, "access-control-request-method": "POST" });
+    await app({ apiKeys: [KEY], corsOrigins: [], metricsPublic: false });
+    const closed = await call("GET", "/v1/agents/", {
+      origin: "https://app.example",
+      authorization: `Bearer ${KEY}`,
+    });
+    expect(closed.statusCode).toBe(200);
+    expect(closed.headers["access-control-allow-origin"]).toBeUndefined();
+    await t!.kelpie.close();
+
+    await app({ apiKeys: [KEY], corsOrigins: ["https://app.example"], metricsPublic: false });
+    const allowed = await preflight("https://app.example");
+    expect(allowed.statusCode).toBe(204); // a preflight carries no key, and needs none
+    expect(allowed.headers["access-control-allow-origin"]).toBe("https://app.example");
+    expect(String(allowed.headers["access-control-allow-headers"])).toContain("authorization");
+    const other = await preflight("https://evil.example");
+    expect(other.headers["access-control-allow-origin"]).toBeUndefined();
+    expect(other.statusCode).toBe(401);
+    const get = await call("GET", "/v1/agents/", {
+      origin: "https://app.example",
+      authorization: `Bearer ${KEY}`,
+    });
+    expect(get.headers["access-control-allow-origin"]).toBe("https://app.example");
+    expect(get.headers.vary).toContain("Origin");
   });
 });
 
