@@ -7,6 +7,11 @@ import type { Clock } from "../core/clock.ts";
 import type { Storage } from "../storage/types.ts";
 
 export const API_KEYS_REFRESH_INTERVAL_MS = 5_000;
+/**
+ * How fresh the stored keys must be before a key not known here is refused: a key made with
+ * `kelpie keys create` works within this long, and bad keys cost at most one read per interval.
+ */
+export const API_KEYS_UNKNOWN_REFRESH_INTERVAL_MS = 250;
 export const RATE_LIMIT_BUCKETS_MAX = 100_000;
 /** Routes that never need a key. */
 export const AUTH_ALLOWLIST = ["/health", "/v1/health"];
@@ -40,13 +45,13 @@ export class ApiKeys {
 
   private refreshing: Promise<void> | null = null;
 
-  stale(): boolean {
-    return this.clock.monotonicMs() - this.refreshedAtMs >= API_KEYS_REFRESH_INTERVAL_MS;
+  stale(maxAgeMs = API_KEYS_REFRESH_INTERVAL_MS): boolean {
+    return this.clock.monotonicMs() - this.refreshedAtMs >= maxAgeMs;
   }
 
-  /** Re-reads stored keys when the copy here is older than the refresh interval. */
-  refreshIfStale(): Promise<void> {
-    if (!this.stale()) return Promise.resolve();
+  /** Re-reads stored keys when the copy here is older than `maxAgeMs`. */
+  refreshIfStale(maxAgeMs = API_KEYS_REFRESH_INTERVAL_MS): Promise<void> {
+    if (!this.stale(maxAgeMs)) return Promise.resolve();
     this.refreshing ??= (async () => {
       try {
         const rows = await this.storage.listApiKeys();
@@ -79,9 +84,9 @@ export class ApiKeys {
     return found;
   }
 
-  /** The id of the key, or null; an unknown key first refreshes the stored ones (if stale). */
+  /** The id of the key, or null; an unknown key first re-reads the stored ones (unless just read). */
   async verify(presented: string): Promise<string | null> {
-    await this.refreshIfStale();
+    await this.refreshIfStale(API_KEYS_UNKNOWN_REFRESH_INTERVAL_MS);
     return this.knownId(presented);
   }
 }

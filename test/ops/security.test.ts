@@ -1,5 +1,6 @@
 // API keys on every route, rate limits with Retry-After, metrics that move, and the audit log.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { API_KEYS_UNKNOWN_REFRESH_INTERVAL_MS } from "../../src/api/security.ts";
 import { llmConfigFromEnv } from "../../src/llm/registry.ts";
 import type { KelpieOptions } from "../../src/server.ts";
 import { MemoryStorage } from "../../src/storage/memory.ts";
@@ -101,6 +102,16 @@ describe("API keys", () => {
       200,
     );
     expect((await call("GET", "/v1/agents/", { "x-api-key": "stored-secret" })).statusCode).toBe(200);
+
+    // A key made while the server runs works within moments, not after the periodic re-read.
+    await storage.commit([
+      {
+        op: "put_api_key",
+        key: { id: "key-2", name: "new", key_sha256: sha256Hex("fresh-secret"), created_at_ms: 0 },
+      },
+    ]);
+    await new Promise((r) => setTimeout(r, API_KEYS_UNKNOWN_REFRESH_INTERVAL_MS + 50));
+    expect((await call("GET", "/v1/agents/", { authorization: "Bearer fresh-secret" })).statusCode).toBe(200);
   });
 });
 
