@@ -70,6 +70,38 @@ async function world(seed: number) {
   return { scheduler, disk, cluster, router, lines, until, advance, request };
 }
 
+type World = Awaited<ReturnType<typeof world>>;
+
+/**
+ * Eight block writes a node sends with the token it holds (as a turn in flight would), each
+ * settling to "accepted" or to `refusal` of its error.
+ */
+async function sendLateWrites(
+  w: World,
+  node: SimNode,
+  agentId: string,
+  token: number,
+  refusal: (err: Error & { code?: string }) => string,
+) {
+  const agent = (await w.disk.raw.getAgent(agentId))!;
+  const scratch = (await w.disk.raw.getBlocks(agent.block_ids)).find((b) => b.label === SCRATCH_BLOCK_LABEL)!;
+  const late: Promise<string>[] = [];
+  for (let i = 0; i < 8; i++) {
+    const commit = node.storage!.storage.commit(
+      [
+        {
+          op: "put_block",
+          block: { ...scratch, value: `late${i}`, version: scratch.version + 1 },
+          create: false,
+        },
+      ],
+      { fence: { agent_id: agentId, token } },
+    );
+    late.push(commit.then(() => "accepted", refusal));
+  }
+  return { scratch, late };
+}
+
 describe("simulated cluster", () => {
   it("runs several real nodes with leases: a write landing on a non-owner is forwarded to the owner", async () => {
     const w = await world(1);
@@ -132,29 +164,7 @@ describe("simulated cluster", () => {
     const partitionAtMs = w.scheduler.nowMs();
     expect(w.cluster.partitionFromDatabase(3 * LEASE_TTL_MS, n1)).toBe(true);
     // It goes on sending commits with the token it holds (as a turn in flight would).
-    const agent = (await w.disk.raw.getAgent(agentId))!;
-    const scratch = (await w.disk.raw.getBlocks(agent.block_ids)).find(
-      (b) => b.label === SCRATCH_BLOCK_LABEL,
-    )!;
-    const late: Promise<string>[] = [];
-    for (let i = 0; i < 8; i++) {
-      const commit = n1!.storage!.storage.commit(
-        [
-          {
-            op: "put_block",
-            block: { ...scratch, value: `late${i}`, version: scratch.version + 1 },
-            create: false,
-          },
-        ],
-        { fence: { agent_id: agentId, token: token1 } },
-      );
-      late.push(
-        commit.then(
-          () => "accepted",
-          (err: { code?: string }) => String(err.code),
-        ),
-      );
-    }
+    const { scratch, late } = await sendLateWrites(w, n1!, agentId, token1, (err) => String(err.code));
 
     // Within a lease TTL and a heartbeat it notices: it stops serving and drops the activation.
     await w.advance(LEASE_TTL_MS + HEARTBEAT_INTERVAL_MS);
@@ -204,29 +214,7 @@ describe("simulated cluster", () => {
     await w.advance(HEARTBEAT_INTERVAL_MS);
     const partitionAtMs = w.scheduler.nowMs();
     w.cluster.partitionFromDatabase(2 * LEASE_TTL_MS, n1);
-    const agent = (await w.disk.raw.getAgent(agentId))!;
-    const scratch = (await w.disk.raw.getBlocks(agent.block_ids)).find(
-      (b) => b.label === SCRATCH_BLOCK_LABEL,
-    )!;
-    const late: Promise<string>[] = [];
-    for (let i = 0; i < 8; i++) {
-      const commit = n1!.storage!.storage.commit(
-        [
-          {
-            op: "put_block",
-            block: { ...scratch, value: `late${i}`, version: scratch.version + 1 },
-            create: false,
-          },
-        ],
-        { fence: { agent_id: agentId, token } },
-      );
-      late.push(
-        commit.then(
-          () => "accepted",
-          (err: Error) => err.message,
-        ),
-      );
-    }
+    const { scratch, late } = await sendLateWrites(w, n1!, agentId, token, (err) => err.message);
     await w.advance(3 * LEASE_TTL_MS);
     const outcomes = await w.until(Promise.all(late));
     // Failed while cut off, or refused on arrival because the lease lapsed (the token is still the newest).
