@@ -8,6 +8,7 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { SystemClock } from "../src/core/clock.ts";
 import { SystemRng } from "../src/core/rng.ts";
+import { Egress } from "../src/net/egress-fetch.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
 import { McpConnections } from "../src/tools/mcp/connections.ts";
 import { McpService } from "../src/tools/mcp/service.ts";
@@ -48,7 +49,13 @@ async function httpServer(): Promise<{ url: string; stop(): void }> {
 export async function run(): Promise<Record<string, unknown>> {
   const clock = new SystemClock();
   const env = { clock, rng: new SystemRng(), storage: new MemoryStorage() };
-  const mcp = new McpService(env, new McpConnections(clock));
+  // Kelpie's stdio server runs in its sandbox; the bare client's does not (the sandbox's cost is in the ratio).
+  // The HTTP server runs on loopback: allowed, as an operator would, so the policy's cost is measured.
+  const egress = new Egress({ allow: ["127.0.0.1"] });
+  const mcp = new McpService(
+    env,
+    new McpConnections(clock, egress.fetch, { commands: [EVERYTHING], paths: [] }),
+  );
   const http = await httpServer();
   const figures: Record<string, unknown> = {};
   for (const [label, config] of [
@@ -72,6 +79,7 @@ export async function run(): Promise<Record<string, unknown>> {
     figures[`${label}_ratio`] = round3(percentileMs(ours, 50) / percentileMs(limit, 50));
   }
   await mcp.connections.closeAll();
+  await egress.close();
   http.stop();
   console.log(`${CALLS_COUNT} echo calls per transport on server-everything`);
   return figures;

@@ -10,6 +10,7 @@ const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   "sandbox-start": async () => (await import("./sandbox-start.ts")).run(),
   "dst-throughput": async () => (await import("./dst-throughput.ts")).run(),
   "archival-search": async () => (await import("./archival-search.ts")).run(),
+  "memory-recall": async () => (await import("./memory-recall.ts")).run(),
   failover: async () => (await import("./failover.ts")).run(),
 };
 

@@ -1,14 +1,20 @@
 // Server configuration from the environment: one table, documented in the README.
+import { isIPv4, isIPv6 } from "node:net";
 import { hostname } from "node:os";
+import { isAbsolute } from "node:path";
 import type { ClusterConfig } from "./cluster/member.ts";
+import { CLUSTER_SECRET_CHARS_MIN } from "./cluster/node-auth.ts";
 import {
   DEFAULT_DATA_DIR,
   DEFAULT_HOST,
+  DEFAULT_HOST_WITH_KEY,
   DEFAULT_PORT,
   HEARTBEATS_PER_LEASE_TTL,
   LEASE_TTL_MS_DEFAULT,
   LEASE_TTL_MS_MIN,
 } from "./core/constants.ts";
+import { parseEgressAllow } from "./net/egress.ts";
+import type { McpStdioPolicy } from "./tools/mcp/stdio-sandbox.ts";
 import {
   levelProblem,
   SANDBOX_DEFAULT_ENV,
@@ -18,7 +24,14 @@ import {
 } from "./tools/sandbox/limits.ts";
 
 export interface ServerConfig {
+  /** KELPIE_HOST, else 127.0.0.1 without any API key and 0.0.0.0 with one (see exposureWarning). */
   host: string;
+  /** Whether an API key exists: KELPIE_API_KEYS, or stored keys when the caller read them. */
+  keyed: boolean;
+  /** KELPIE_ALLOW_REMOTE_WITHOUT_KEY: listening beyond loopback without any API key is accepted. */
+  allowRemoteWithoutKey: boolean;
+  /** KELPIE_ALLOWED_HOSTS: Host names a server without keys answers besides loopback and IPs. */
+  allowedHosts: string[];
   port: number;
   dataDir: string;
   storage: "memory" | "sqlite" | "postgres";
@@ -33,8 +46,12 @@ export interface ServerConfig {
   sandboxDefaults: SandboxDefaults;
   /** Exa's key for the web_search tool (EXA_API_KEY); without it the tool says it is unavailable. */
   exaApiKey: string | undefined;
+  /** Hosts and CIDRs outbound calls may reach despite the egress policy (KELPIE_EGRESS_ALLOW). */
+  egressAllow: string[];
   /** Cluster membership, on PostgreSQL (KELPIE_NODE_ID, KELPIE_ADVERTISE_URL, KELPIE_LEASE_TTL_MS, ...). */
   cluster: ClusterConfig | undefined;
+  /** Which stdio MCP servers clients may register (KELPIE_MCP_STDIO_COMMANDS, KELPIE_MCP_STDIO_PATHS). */
+  mcpStdio: McpStdioPolicy;
 }
 
 export const REQUEST_TIMEOUT_MS_DEFAULT = 600_000;
@@ -63,6 +80,16 @@ function sandboxLevel(env: NodeJS.ProcessEnv, language: keyof SandboxDefaults): 
   const problem = levelProblem(level, language);
   if (problem !== null) throw new ConfigError(`${name} ${problem}`);
   return level as SandboxLevel;
+}
+
+function egressAllow(env: NodeJS.ProcessEnv): string[] {
+  const entries = list(env.KELPIE_EGRESS_ALLOW);
+  try {
+    parseEgressAllow(entries);
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  return entries;
 }
 
 export class ConfigError extends Error {
@@ -94,10 +121,58 @@ function clusterConfig(env: NodeJS.ProcessEnv, host: string, port: number): Clus
     throw new ConfigError(
       `KELPIE_NODE_ID must be 1 to 128 letters, digits, '.', '_', ':' or '-', got '${nodeId}'`,
     );
-  return { nodeId, advertiseUrl, leaseTtlMs, heartbeatIntervalMs };
+  // Unset: the nodes share a secret they keep in the database (src/cluster/node-auth.ts).
+  const secret = env.KELPIE_CLUSTER_SECRET || undefined;
+  if (secret !== undefined && secret.length < CLUSTER_SECRET_CHARS_MIN)
+    throw new ConfigError(`KELPIE_CLUSTER_SECRET must be at least ${CLUSTER_SECRET_CHARS_MIN} characters`);
+  return { nodeId, advertiseUrl, leaseTtlMs, heartbeatIntervalMs, secret };
 }
 
-export function configFromEnv(env: NodeJS.ProcessEnv): ServerConfig {
+function flag(env: NodeJS.ProcessEnv, name: string): boolean {
+  return env[name] === "1" || env[name] === "true";
+}
+
+/** Whether a listen address is reachable from this machine only. */
+export function isLoopbackHost(host: string): boolean {
+  const name = host.toLowerCase().replace(/^\[(.*)\]$/, "$1");
+  if (name === "localhost") return true;
+  if (isIPv4(name)) return name.startsWith("127.");
+  // The URL parser writes an IPv6 address in its shortest form ([::1]) and maps IPv4 in hex.
+  if (isIPv6(name))
+    return /^\[(::1|::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4})\]$/.test(new URL(`http://[${name}]`).hostname);
+  return false;
+}
+
+/**
+ * A server without any API key listens beyond loopback only when the operator says so: that is
+ * the warning to log. Without the opt-in it is a ConfigError.
+ */
+export function exposureWarning(config: ServerConfig): string | undefined {
+  if (config.keyed || isLoopbackHost(config.host)) return undefined;
+  if (!config.allowRemoteWithoutKey)
+    throw new ConfigError(
+      `KELPIE_HOST=${config.host} without an API key would let anyone who reaches it use the API: create a key ('kelpie keys create' or KELPIE_API_KEYS), or set KELPIE_ALLOW_REMOTE_WITHOUT_KEY=1 to accept that`,
+    );
+  return `listening on ${config.host} WITHOUT an API key (KELPIE_ALLOW_REMOTE_WITHOUT_KEY=1): anyone who reaches this address can use the API and the provider keys behind it`;
+}
+
+function mcpStdioPolicy(env: NodeJS.ProcessEnv): McpStdioPolicy {
+  const paths = list(env.KELPIE_MCP_STDIO_PATHS);
+  const relative = paths.find((p) => !isAbsolute(p));
+  if (relative !== undefined)
+    throw new ConfigError(`KELPIE_MCP_STDIO_PATHS must list absolute paths, got '${relative}'`);
+  return {
+    commands: list(env.KELPIE_MCP_STDIO_COMMANDS),
+    paths,
+    network: flag(env, "KELPIE_MCP_STDIO_NETWORK"),
+  };
+}
+
+/** `storedApiKeys`: whether `kelpie keys create` stored any (the default listen address depends on it). */
+export function configFromEnv(
+  env: NodeJS.ProcessEnv,
+  options: { storedApiKeys?: boolean } = {},
+): ServerConfig {
   const port = Number(env.KELPIE_PORT ?? DEFAULT_PORT);
   if (!Number.isInteger(port) || port < 0 || port > 65_535) {
     throw new ConfigError(`KELPIE_PORT must be a port number, got '${env.KELPIE_PORT}'`);
@@ -117,16 +192,23 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ServerConfig {
   }
   const rps = positiveNumber(env, "KELPIE_RATE_LIMIT_RPS");
   const burst = positiveNumber(env, "KELPIE_RATE_LIMIT_BURST");
-  const host = env.KELPIE_HOST ?? DEFAULT_HOST;
+  const apiKeys = list(env.KELPIE_API_KEYS);
+  const keyed = apiKeys.length > 0 || options.storedApiKeys === true;
+  const host = env.KELPIE_HOST || (keyed ? DEFAULT_HOST_WITH_KEY : DEFAULT_HOST);
   return {
     cluster: storage === "postgres" ? clusterConfig(env, host, port) : undefined,
-    apiKeys: list(env.KELPIE_API_KEYS),
+    apiKeys,
+    keyed,
+    allowRemoteWithoutKey: flag(env, "KELPIE_ALLOW_REMOTE_WITHOUT_KEY"),
+    allowedHosts: list(env.KELPIE_ALLOWED_HOSTS),
     rateLimit: rps === undefined ? undefined : { rps, burst: burst ?? Math.max(1, Math.ceil(rps)) },
     corsOrigins: list(env.KELPIE_CORS_ORIGINS),
-    metricsPublic: env.KELPIE_METRICS_PUBLIC === "1" || env.KELPIE_METRICS_PUBLIC === "true",
+    metricsPublic: flag(env, "KELPIE_METRICS_PUBLIC"),
     requestTimeoutMs: positiveNumber(env, "KELPIE_REQUEST_TIMEOUT_MS") ?? REQUEST_TIMEOUT_MS_DEFAULT,
     sandboxDefaults: { javascript: sandboxLevel(env, "javascript"), python: sandboxLevel(env, "python") },
     exaApiKey: env.EXA_API_KEY || undefined,
+    egressAllow: egressAllow(env),
+    mcpStdio: mcpStdioPolicy(env),
     host,
     port,
     dataDir: env.KELPIE_DATA_DIR ?? DEFAULT_DATA_DIR,

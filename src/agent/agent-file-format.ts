@@ -4,7 +4,8 @@
 // other by the file's own ids). A malformed file is a 422 naming the field (under body.file);
 // a part Kelpie does not support becomes a warning, never a silent drop.
 import { BLOCKS_PER_AGENT_MAX, TOOLS_PER_AGENT_MAX } from "../core/constants.ts";
-import { invalidField } from "../core/errors.ts";
+import { invalidField, isKelpieError } from "../core/errors.ts";
+import { parseJsonInput } from "../core/json-input.ts";
 import type { BlockFields } from "../memory/blocks.ts";
 import type { MessageContentPart, MessageRecord, ToolCallRecord } from "../storage/types.ts";
 import { EXTRA_FIELDS } from "./agents.ts";
@@ -806,8 +807,9 @@ function parseV1(file: Json, warnings: ImportWarnings): AgentFileModel {
 export function parseAgentFile(bytes: Buffer, warnings: ImportWarnings): AgentFileModel {
   let json: unknown;
   try {
-    json = JSON.parse(bytes.toString("utf8"));
+    json = parseJsonInput(bytes.toString("utf8"), FILE_LOC);
   } catch (err) {
+    if (isKelpieError(err)) throw err;
     throw invalidField(FILE_LOC, `is not JSON: ${(err as Error).message}`, "json_invalid");
   }
   if (!isObject(json)) throw invalidField(FILE_LOC, "must be a JSON object (a Letta agent file)");

@@ -12,6 +12,7 @@
 import { PAGE_LIMIT_MAX, PASSAGES_PER_BATCH_MAX } from "../core/constants.ts";
 import type { Env } from "../core/env.ts";
 import { invalidField, isKelpieError, KelpieError } from "../core/errors.ts";
+import { checkName } from "../core/field-limits.ts";
 import { newId } from "../core/ids.ts";
 import { canonicalJson } from "../core/json.ts";
 import type { ArchivalService } from "../memory/archival.ts";
@@ -31,7 +32,7 @@ import {
   deriveSchema,
   SOURCE_TYPES,
   type SourceType,
-  TOOL_SOURCE_CHARS_MAX,
+  sourceOf,
   type ToolInput,
 } from "../tools/custom/service.ts";
 import { type McpService, mcpToolId, mcpToolRecord } from "../tools/mcp/service.ts";
@@ -48,7 +49,7 @@ import {
   type Loc,
   parseAgentFile,
 } from "./agent-file-format.ts";
-import type { AgentService } from "./agents.ts";
+import { type AgentService, checkAgentFields } from "./agents.ts";
 import { SYSTEM_PROMPT_DEFAULT } from "./defaults.ts";
 import { isoDate } from "./letta-messages.ts";
 import { compileSystemMessage } from "./prompt.ts";
@@ -89,14 +90,32 @@ export interface AgentFileDeps {
 /** What becomes of one tool of the file. */
 type ToolPlan =
   | { kind: "use"; id: string }
-  | { kind: "create"; input: ToolInput }
-  | { kind: "update"; id: string; input: ToolInput }
+  | { kind: "create"; input: ToolInput; loc: Loc }
+  | { kind: "update"; id: string; input: ToolInput; loc: Loc }
   | { kind: "mcp"; serverKey: string | null; serverName: string; toolName: string; tool: FileTool }
   | { kind: "skip" };
 
-const PYTHON_SOURCE = /^\s*(async\s+)?def\s+\w+\s*\(/m;
+// [ \t], not \s: \s* at every line start would span the following blank lines, quadratic in them.
+const PYTHON_SOURCE = /^[ \t]*(async[ \t]+)?def[ \t]+\w+[ \t]*\(/m;
 /** Parameters Letta fills in itself; they are not for the model to supply. */
 const INJECTED_PARAMETERS = ["request_heartbeat", "agent_state"];
+
+/** Runs a service call made for part of the file, naming the file's field (not `body`) when it refuses one. */
+async function inFile<T>(loc: Loc, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    const issue = isKelpieError(err) && err.code === "VALIDATION" ? err.issues?.[0] : undefined;
+    if (issue !== undefined && issue.loc[0] === "body")
+      throw invalidField([...loc, ...issue.loc.slice(1)], issue.msg);
+    throw err;
+  }
+}
+
+/** The new agent's name when the request does not name it: the file's, with the copy suffix if asked. */
+function agentName(agent: FileAgent, options: ImportOptions): string {
+  return `${agent.name}${options.appendCopySuffix ? COPY_SUFFIX : ""}`;
+}
 
 function uniqueInOrder<T>(items: T[]): T[] {
   return [...new Set(items)];
@@ -162,6 +181,9 @@ export class AgentFiles {
     if (!AGENT_TYPES.includes(agent.agentType)) {
       throw invalidField([...agent.loc, "agent_type"], `must be one of ${AGENT_TYPES.join(", ")}`, "enum");
     }
+    checkAgentFields({ system: agent.system, metadata: agent.metadata, tags: agent.tags }, agent.loc);
+    if (options.name !== null) checkName(options.name, ["body", "name"]);
+    else checkName(agentName(agent, options), [...agent.loc, "name"]);
     if (agent.toolRules.length > 0) {
       warnings.add(
         [...agent.loc, "tool_rules"],
@@ -258,6 +280,7 @@ export class AgentFiles {
       warnings.add(tool.loc, `tool '${tool.name}' (${tool.toolType}) has no source code; not imported`);
       return { kind: "skip" };
     }
+    sourceOf(tool.sourceCode, [...tool.loc, "source_code"]); // bounded before anything reads it
     let sourceType = tool.sourceType ?? "python";
     if (!SOURCE_TYPES.includes(sourceType as SourceType)) {
       // Letta writes "json" for tools whose schema was given as JSON; the source is still Python.
@@ -294,11 +317,12 @@ export class AgentFiles {
         canonicalJson(existing.json_schema) ===
           canonicalJson(storedSchema({ ...tool.jsonSchema, name: tool.name })));
     if (same) return { kind: "use", id: existing.id };
-    const input = this.customToolInput(tool, sourceType as SourceType);
-    if (existing === null || existing.tool_type === "external_mcp") return { kind: "create", input };
+    const input = await this.customToolInput(tool, sourceType as SourceType);
+    if (existing === null || existing.tool_type === "external_mcp")
+      return { kind: "create", input, loc: tool.loc };
     if (options.overrideExistingTools) {
       warnings.add(tool.loc, `tool '${tool.name}' existed with another definition; replaced by the file's`);
-      return { kind: "update", id: existing.id, input };
+      return { kind: "update", id: existing.id, input, loc: tool.loc };
     }
     warnings.add(
       tool.loc,
@@ -308,16 +332,14 @@ export class AgentFiles {
   }
 
   /** A custom tool's fields, checked now so that no write happens before a bad tool is found. */
-  private customToolInput(tool: FileTool, sourceType: SourceType): ToolInput {
-    const source = tool.sourceCode!;
+  private async customToolInput(tool: FileTool, sourceType: SourceType): Promise<ToolInput> {
     const at = tool.loc;
-    if (source.length > TOOL_SOURCE_CHARS_MAX) {
-      throw invalidField([...at, "source_code"], `must be at most ${TOOL_SOURCE_CHARS_MAX} characters`);
-    }
+    const source = sourceOf(tool.sourceCode, [...at, "source_code"]);
     let derivedName: string;
     try {
-      derivedName = deriveSchema(source, sourceType).name;
+      derivedName = (await deriveSchema(source, sourceType)).name;
     } catch (err) {
+      if (isKelpieError(err) && err.code === "OVERLOADED") throw err; // the source may be fine: retry
       const msg = isKelpieError(err) ? (err.issues?.[0]?.msg ?? err.message) : String(err);
       throw invalidField([...at, "source_code"], `cannot derive the tool's schema: ${msg}`);
     }
@@ -397,9 +419,9 @@ export class AgentFiles {
       case "use":
         return plan.id;
       case "create":
-        return (await this.deps.customTools.create(plan.input)).id;
+        return (await inFile(plan.loc, () => this.deps.customTools.create(plan.input))).id;
       case "update":
-        return (await this.deps.customTools.update(plan.id, plan.input)).id;
+        return (await inFile(plan.loc, () => this.deps.customTools.update(plan.id, plan.input))).id;
       case "mcp": {
         const server = await this.mcpServer(plan, file, warnings);
         if (server === null) return null;
@@ -424,10 +446,20 @@ export class AgentFiles {
       );
       return null;
     }
-    const config =
-      fileServer.serverType === "stdio"
-        ? { ...(fileServer.stdioConfig ?? {}), mcp_server_type: "stdio" }
-        : { mcp_server_type: fileServer.serverType, server_url: fileServer.serverUrl };
+    // A file never starts a command on this server: its stdio servers are named, not registered.
+    if (fileServer.serverType === "stdio") {
+      // Said once per server (warnings of the same text are counted, not repeated).
+      warnings.add(
+        fileServer.loc,
+        `MCP server '${fileServer.serverName}' (stdio) was not registered: an agent file never starts a command on this server; register it with POST /v1/mcp-servers/ (if the operator allows stdio servers) and attach its tools`,
+      );
+      warnings.add(
+        plan.tool.loc,
+        `MCP tool '${plan.toolName}' of stdio server '${fileServer.serverName}' not attached`,
+      );
+      return null;
+    }
+    const config = { mcp_server_type: fileServer.serverType, server_url: fileServer.serverUrl };
     try {
       const server = await this.deps.mcp.create({ server_name: fileServer.serverName, config });
       warnings.add(
@@ -544,7 +576,7 @@ export class AgentFiles {
     if (envVars.size > 0) {
       extra.tool_exec_environment_variables = [...envVars].map(([key, value]) => ({ key, value }));
     }
-    const name = options.name ?? `${agent.name}${options.appendCopySuffix ? COPY_SUFFIX : ""}`;
+    const name = options.name ?? agentName(agent, options);
     const record: Omit<AgentRecord, "block_ids" | "tool_ids"> = {
       id: agentId,
       name,
@@ -624,23 +656,26 @@ export class AgentFiles {
     file: AgentFileModel,
     made: Map<string, ArchiveRecord>,
   ): Promise<void> {
-    const { archival, env } = this.deps;
+    const { archival } = this.deps;
     for (const key of agent.archiveKeys) {
       let archive = made.get(key);
       if (archive === undefined) {
         const fileArchive = file.archives.get(key)!;
         const ownerIndex = file.agents.findIndex((a) => a.key === fileArchive.ownerKey);
-        archive = await archival.createArchive({
-          name: fileArchive.name,
-          description: fileArchive.description,
-          embedding_config: fileArchive.embeddingConfig,
-          metadata: fileArchive.metadata,
-          owner_agent_id: ownerIndex < 0 ? null : agentIds[ownerIndex]!,
-        });
+        archive = await archival.createArchive(
+          {
+            name: fileArchive.name,
+            description: fileArchive.description,
+            embedding_config: fileArchive.embeddingConfig,
+            metadata: fileArchive.metadata,
+            owner_agent_id: ownerIndex < 0 ? null : agentIds[ownerIndex]!,
+          },
+          fileArchive.loc,
+        );
         made.set(key, archive);
         await this.insertPassages(archive.id, fileArchive);
       }
-      await env.storage.tiers.attachArchive(agentId, archive.id);
+      await archival.relation(agentId, archive.id, "attach");
     }
   }
 

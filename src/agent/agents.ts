@@ -1,13 +1,15 @@
 // Agents as a resource: create, read, update, delete, and the relations to blocks and tools.
 // Changes to an existing agent run as ops in its mailbox and commit with its fencing token.
 import type { Env } from "../core/env.ts";
-import { invalidField, KelpieError, notFound } from "../core/errors.ts";
+import { invalidField, isKelpieError, KelpieError, notFound } from "../core/errors.ts";
+import { checkMetadata, checkName, checkSystemPrompt, checkTags } from "../core/field-limits.ts";
 import { newId } from "../core/ids.ts";
 import { type BlockFields, newBlock, updatedBlock } from "../memory/blocks.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { AgentRecord, BlockRecord, Mutation, ToolRecord } from "../storage/types.ts";
 import { AGENT_TYPES, builtinTool, defaultToolNames } from "../tools/builtins.ts";
 import { AGENT_TYPE_DEFAULT, SYSTEM_PROMPT_DEFAULT } from "./defaults.ts";
+import { ENV_VAR_FIELDS, envVarsInput } from "./env-vars.ts";
 
 /** Resolves a Letta model handle and/or llm_config (and the same for embeddings) to full configs. */
 export interface ModelResolver {
@@ -59,6 +61,14 @@ export interface UpdateAgentInput {
 }
 
 /** An agent with its relations loaded: what the API renders as Letta's AgentState. */
+/** What deleting an agent needs of its archives (the archival service). */
+export interface AgentArchives {
+  /** The archives the agent made for itself: deleted with it unless another agent uses them. */
+  ownedArchiveIds(agentId: string): Promise<string[]>;
+  /** Drops the indexes of those of the archives that are gone. */
+  forgetDeleted(archiveIds: string[]): Promise<void>;
+}
+
 export interface AgentView {
   agent: AgentRecord;
   blocks: BlockRecord[];
@@ -88,10 +98,33 @@ export const EXTRA_FIELDS = [
   "last_stop_reason",
 ] as const;
 
-function pickExtra(input: Record<string, unknown>): Record<string, unknown> {
+function pickExtra(
+  input: Record<string, unknown>,
+  stored: Record<string, unknown> = {},
+): Record<string, unknown> {
   const extra: Record<string, unknown> = {};
   for (const key of EXTRA_FIELDS) if (input[key] !== undefined) extra[key] = input[key];
+  // Secrets: checked and kept in one form; a masked value sent back keeps the stored one.
+  for (const key of ENV_VAR_FIELDS) {
+    if (input[key] !== undefined) extra[key] = envVarsInput(input[key], stored[key], ["body", key]);
+  }
   return extra;
+}
+
+/** The bounded fields of an agent, from a request or an agent file; `loc` is where they sit. */
+export function checkAgentFields(
+  fields: {
+    name?: string | null;
+    system?: string | null;
+    metadata?: unknown;
+    tags?: readonly unknown[] | null;
+  },
+  loc: (string | number)[],
+): void {
+  checkName(fields.name, [...loc, "name"]);
+  checkSystemPrompt(fields.system, [...loc, "system"]);
+  checkMetadata(fields.metadata, [...loc, "metadata"]);
+  checkTags(fields.tags, [...loc, "tags"]);
 }
 
 function uniqueInOrder(ids: string[]): string[] {
@@ -109,6 +142,7 @@ export class AgentService {
     const { clock, rng, storage } = this.env;
     const nowMs = clock.nowMs();
     const agentType = input.agent_type ?? AGENT_TYPE_DEFAULT;
+    checkAgentFields(input, ["body"]);
     if (!AGENT_TYPES.includes(agentType)) {
       throw invalidField(["body", "agent_type"], `must be one of ${AGENT_TYPES.join(", ")}`, "enum");
     }
@@ -234,6 +268,7 @@ export class AgentService {
   }
 
   async update(agentId: string, input: UpdateAgentInput): Promise<AgentView> {
+    checkAgentFields(input, ["body"]);
     return this.runtime.invoke(
       agentId,
       async (ctx) => {
@@ -243,7 +278,7 @@ export class AgentService {
         const { block_ids: currentBlockIds, tool_ids: currentToolIds, ...stored } = current;
         const next = {
           ...stored,
-          extra: { ...stored.extra, ...pickExtra(input) },
+          extra: { ...stored.extra, ...pickExtra(input, stored.extra) },
           updated_at_ms: clock.nowMs(),
         };
         if (input.name !== undefined) next.name = input.name;
@@ -321,15 +356,37 @@ export class AgentService {
     return mutations;
   }
 
-  async delete(agentId: string): Promise<void> {
-    await this.runtime.invoke(
+  /**
+   * Deletes the agent — its relations, messages, runs, conversations, working memory, archive
+   * attachments, and the archives it made for itself that no other agent uses — in one commit,
+   * inside its mailbox: all of it or, when the commit fails, none (the error says so).
+   */
+  async delete(agentId: string, archives?: AgentArchives): Promise<void> {
+    const owned = await this.runtime.invoke(
       agentId,
       async (ctx) => {
-        await this.env.storage.commit([{ op: "delete_agent", agent_id: agentId }], { fence: ctx.fence });
+        const owned = (await archives?.ownedArchiveIds(agentId)) ?? [];
+        const mutations: Mutation[] = [{ op: "delete_agent", agent_id: agentId }];
+        if (owned.length > 0) mutations.push({ op: "delete_unattached_archives", archive_ids: owned });
+        try {
+          await this.env.storage.commit(mutations, { fence: ctx.fence });
+        } catch (err) {
+          if (!isKelpieError(err) || err.code === "AGENT_NOT_FOUND") throw err;
+          throw new KelpieError(
+            err.code,
+            `agent ${agentId} was not deleted (nothing changed): ${err.message}`,
+            {
+              cause: err,
+              ...(err.issues ? { issues: err.issues } : {}),
+            },
+          );
+        }
         ctx.deactivateAfter();
+        return owned;
       },
       "delete_agent",
     );
+    await archives?.forgetDeleted(owned);
   }
 
   /** Attaches or detaches a block or tool, in the agent's mailbox. */

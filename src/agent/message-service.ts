@@ -1,13 +1,17 @@
-// Sending messages to agents: turns Letta request bodies into input messages, runs the turn in
-// the agent's mailbox, and keeps the registry of runs in flight (for cancellation and async runs).
+// Sending messages to agents: turns Letta request bodies into input messages, lets the turn in
+// through the agent's turn gate (one turn at a time per agent, runtime/turn-gate.ts), runs its
+// steps in the agent's mailbox, and keeps the registry of runs in flight (for cancellation and
+// async runs).
 import { setMaxListeners } from "node:events";
 import type { Env } from "../core/env.ts";
 import { invalidField, KelpieError } from "../core/errors.ts";
 import { idFromKey, newId } from "../core/ids.ts";
 import type { ToolSpec } from "../llm/types.ts";
 import type { Runtime } from "../runtime/runtime.ts";
+import { TurnGate, type TurnPass } from "../runtime/turn-gate.ts";
 import type { MessageContentPart, MessageRecord, RunRecord } from "../storage/types.ts";
 import { type LettaMessageOptions, toLettaMessages } from "./letta-messages.ts";
+import { wasInterrupted } from "./run-recovery.ts";
 import {
   MAX_STEPS_DEFAULT,
   MAX_STEPS_MAX,
@@ -52,6 +56,16 @@ export interface SendOptions {
   senderId?: string;
   /** For agent-to-agent messages: how deep the calling turn is. */
   callDepth?: number;
+  /**
+   * For agent-to-agent messages the caller waits for: the run ids of the turns suspended on this
+   * one, outermost first. The turn gate lets a turn in at once when its agent's holder is one.
+   */
+  callChain?: readonly string[];
+  /**
+   * Called once the turn is admitted (running, or queued behind another turn of the agent), after
+   * which the request is no longer refused as busy: a stream opens here.
+   */
+  onAdmitted?: () => void;
   /** Who asked (an API key id), for the audit log. */
   actor?: string;
   /** The conversation to continue; the agent's default history when absent. */
@@ -70,6 +84,15 @@ export function idempotentRunId(agentId: string, key: string): string {
 }
 
 const RUN_TERMINAL = new Set(["completed", "failed", "cancelled"]);
+
+/** A turn let in through the gate (or queued there), registered as in flight. */
+interface Admission {
+  controller: AbortController;
+  /** Resolves when the turn holds its agent; null when it was cancelled while queued. */
+  entered: Promise<TurnPass | null>;
+  /** Gives up a turn that will not run after all. */
+  abandon(): void;
+}
 
 function contentParts(content: unknown, loc: (string | number)[]): MessageContentPart[] {
   if (typeof content === "string") {
@@ -105,7 +128,13 @@ export class MessageService {
     private readonly env: Env,
     private readonly runtime: Runtime,
     private readonly turns: TurnRunner,
+    private readonly gate: TurnGate = new TurnGate(env.clock),
   ) {}
+
+  /** Whether a turn of this run is in flight on this node (running, or queued behind another turn). */
+  isLive(runId: string): boolean {
+    return this.active.has(runId);
+  }
 
   /** Validates a request body and builds the input messages (not yet stored). */
   parseInput(agentId: string, body: SendRequestBody, runId: string, senderId?: string): MessageRecord[] {
@@ -305,9 +334,10 @@ export class MessageService {
         throw new KelpieError("CONFLICT", `Idempotency-Key '${key}' was used for another agent`);
       }
       const earlier = await this.committedResult(existing, MessageService.messageOptions(body));
-      if (RUN_TERMINAL.has(existing.status)) return this.replay(earlier, options);
-      // The node running it died after some steps committed: go on from the last one, with the
-      // input already in the history.
+      if (RUN_TERMINAL.has(existing.status) && !wasInterrupted(existing))
+        return this.replay(earlier, options);
+      // The node running it died after some steps committed (the run may read as interrupted by
+      // now): go on from the last one, with the input already in the history.
       for (const message of earlier.messages) options.onEvent?.({ type: "message", message });
       const rest = await this.runTurn(agentId, body, options, existing, true);
       return { ...rest, messages: [...earlier.messages, ...rest.messages] };
@@ -354,18 +384,69 @@ export class MessageService {
   ): Promise<TurnResult> {
     const runId = runCreated?.id ?? runIdGiven ?? newId("run", this.env.rng);
     const input = resume ? [] : this.parseInput(agentId, body, runId, options.senderId);
-    const maxSteps = MessageService.maxSteps(body);
-    const messageOptions = MessageService.messageOptions(body);
-    const clientTools = MessageService.clientTools(body);
+    MessageService.maxSteps(body);
+    MessageService.clientTools(body);
+    const admission = this.admit(agentId, runId, options);
+    return this.runAdmitted(agentId, runId, body, options, input, runCreated, admission);
+  }
+
+  /**
+   * Lets a turn in through its agent's gate and registers it as in flight (so it can be cancelled
+   * while it waits). Throws AGENT_BUSY, before anything is registered, when the queue is full.
+   */
+  private admit(agentId: string, runId: string, options: SendOptions): Admission {
     const controller = new AbortController();
     // Each LLM call of the turn listens on this one signal.
     setMaxListeners(MAX_STEPS_MAX + 16, controller.signal);
+    const pass = this.gate.admit({
+      agentId,
+      runId,
+      chain: options.callChain ?? [],
+      signal: controller.signal,
+    });
     this.active.set(runId, { agentId, controller });
+    options.onAdmitted?.();
+    // Cancelled while queued: the turn runs no step, and the runner records the run cancelled.
+    const entered = pass.catch((err: unknown) => {
+      if (controller.signal.aborted) return null;
+      throw err;
+    });
+    return {
+      controller,
+      entered,
+      abandon: () => {
+        controller.abort(new KelpieError("CANCELLED", `run ${runId} was not started`));
+        void entered.then(
+          (p) => p?.release(),
+          () => {},
+        );
+        this.active.delete(runId);
+      },
+    };
+  }
+
+  private async runAdmitted(
+    agentId: string,
+    runId: string,
+    body: SendRequestBody,
+    options: SendOptions,
+    input: MessageRecord[],
+    runCreated: RunRecord | undefined,
+    admission: Admission,
+  ): Promise<TurnResult> {
+    const { controller } = admission;
+    let pass: TurnPass | null = null;
     try {
+      pass = await admission.entered;
+      // Validated before admission: these no longer throw.
+      const maxSteps = MessageService.maxSteps(body);
+      const messageOptions = MessageService.messageOptions(body);
+      const clientTools = MessageService.clientTools(body);
       return await this.turns.run((op) => this.runtime.invoke(agentId, op, "send_message"), {
         agentId,
         runId,
         callDepth: options.callDepth ?? 0,
+        callChain: options.callChain ?? [],
         actor: options.actor ?? (options.senderId ? `agent:${options.senderId}` : "anonymous"),
         input,
         maxSteps,
@@ -379,6 +460,7 @@ export class MessageService {
         requestConfig: { max_steps: maxSteps, use_assistant_message: messageOptions.useAssistantMessage },
       });
     } finally {
+      pass?.release();
       this.active.delete(runId);
     }
   }
@@ -409,13 +491,22 @@ export class MessageService {
       completed_at_ms: null,
     };
     // Validate before acknowledging anything.
-    this.parseInput(agentId, body, run.id);
+    const input = this.parseInput(agentId, body, run.id);
     MessageService.maxSteps(body);
+    MessageService.clientTools(body);
     if ((await this.env.storage.getAgent(agentId)) === null) {
       throw new KelpieError("AGENT_NOT_FOUND", `Agent ${agentId} not found`);
     }
-    await this.env.storage.commit([{ op: "put_run", run }]);
-    void this.send(agentId, body, { streamTokens: false, ...(actor ? { actor } : {}) }, run).catch(() => {});
+    const options: SendOptions = { streamTokens: false, ...(actor ? { actor } : {}) };
+    // Admitted before the run is stored: a busy agent is a 429 now, not a run that never starts.
+    const admission = this.admit(agentId, run.id, options);
+    try {
+      await this.env.storage.commit([{ op: "put_run", run }]);
+    } catch (err) {
+      admission.abandon();
+      throw err;
+    }
+    void this.runAdmitted(agentId, run.id, body, options, input, run, admission).catch(() => {});
     return run;
   }
 
@@ -429,6 +520,11 @@ export class MessageService {
       cancelled.push(runId);
     }
     return cancelled;
+  }
+
+  /** Turns waiting behind the agent's running turn on this node. */
+  turnsQueued(agentId: string): number {
+    return this.gate.queued(agentId);
   }
 
   activeRunsCount(): number {

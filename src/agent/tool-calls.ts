@@ -4,7 +4,7 @@
 // the model reads; it never breaks the turn.
 import type { Env } from "../core/env.ts";
 import { isKelpieError } from "../core/errors.ts";
-import type { ToolRecord } from "../storage/types.ts";
+import type { Fence, OutboxRecord, ToolRecord } from "../storage/types.ts";
 import { type CoreMemory, isMemoryTool, runMemoryTool, ToolError } from "../tools/memory-tools.ts";
 
 export interface ToolCallContext {
@@ -16,6 +16,13 @@ export interface ToolCallContext {
   signal: AbortSignal;
   /** How deep in agent-to-agent calls the calling turn is (0 for a client's request). */
   callDepth: number;
+  /** Run ids of the turns suspended waiting for the calling turn, outermost first. */
+  callChain: readonly string[];
+  /**
+   * The agent's fence when the tool runs inside its mailbox (the turn holds it): the tool's own
+   * writes then commit with it. Absent: the tool runs outside, and its writes queue in the mailbox.
+   */
+  fence?: Fence | undefined;
 }
 
 export interface ToolOutput {
@@ -23,6 +30,8 @@ export interface ToolOutput {
   value: string;
   stdout?: string[];
   stderr?: string[];
+  /** Async messages to other agents: committed with the step (its answer is not given before). */
+  outbox?: OutboxRecord[];
 }
 
 export interface ToolRunner {

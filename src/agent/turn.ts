@@ -6,6 +6,7 @@
 import type { Env } from "../core/env.ts";
 import { isKelpieError, KelpieError } from "../core/errors.ts";
 import { newId } from "../core/ids.ts";
+import type { Rng } from "../core/rng.ts";
 import {
   createLlmProvider,
   type LlmProvidersConfig,
@@ -21,6 +22,7 @@ import type {
   ConversationRecord,
   MessageRecord,
   Mutation,
+  OutboxRecord,
   RunRecord,
   StepRecord,
   ToolCallRecord,
@@ -32,6 +34,7 @@ import type { AgentService, AgentView } from "./agents.ts";
 import { toChatMessages } from "./history.ts";
 import { type LettaMessage, type LettaMessageOptions, toLettaMessages } from "./letta-messages.ts";
 import { MessageCache } from "./message-cache.ts";
+import { admitOutbox } from "./outbox.ts";
 import { compileSystemMessage } from "./prompt.ts";
 import { JsonStringFieldStream } from "./stream-args.ts";
 import {
@@ -73,6 +76,8 @@ export interface TurnRequest {
   runId: string;
   /** How deep in agent-to-agent calls this turn is (0 for a client's request). */
   callDepth?: number;
+  /** Run ids of the turns suspended waiting for this one (runtime/turn-gate.ts), outermost first. */
+  callChain?: readonly string[];
   /** Who asked (an API key id, or the calling agent), for the audit log. */
   actor?: string;
   /** The new input messages (role user or system), not yet stored. */
@@ -109,10 +114,14 @@ export interface TurnDeps {
   llm: LlmProvidersConfig;
   toolRunners: ToolRunners;
   telemetry: Telemetry;
+  /** The transport of LLM calls: the egress-policy fetch (src/net/egress-fetch.ts). */
+  llmFetch: typeof fetch;
   /** Overrides the provider for every agent (tests, simulation). */
   providerOverride?: LlmProvider;
   /** Overrides the retry policy of LLM calls (tests use short backoffs). */
   llmRetry?: Partial<RetryPolicy>;
+  /** Told when a step committed outbox entries (async messages to other agents) to deliver. */
+  outbox?: { kick(agentId: string): void };
 }
 
 interface StepOutcome {
@@ -288,7 +297,17 @@ function toolSpecsBytes(tools: ToolSpec[]): number {
 }
 
 export class TurnRunner {
-  constructor(private readonly deps: TurnDeps) {}
+  /**
+   * One stream per concern, forked once here and then drawn from: a fork derives from the seed,
+   * so forking per step would replay the same draws (and ids) every step under simulation.
+   */
+  private readonly memoryRng: Rng;
+  private readonly llmRng: Rng;
+
+  constructor(private readonly deps: TurnDeps) {
+    this.memoryRng = deps.env.rng.fork("memory");
+    this.llmRng = deps.env.rng.fork("llm");
+  }
 
   private provider(llmConfig: Record<string, unknown> | null): {
     provider: LlmProvider;
@@ -320,7 +339,8 @@ export class TurnRunner {
     if (provider === undefined) {
       provider = createLlmProvider(model, this.deps.llm, {
         clock: this.deps.env.clock,
-        rng: this.deps.env.rng.fork("llm"),
+        rng: this.llmRng,
+        fetch: this.deps.llmFetch,
         ...(this.deps.llmRetry === undefined ? {} : { retry: this.deps.llmRetry }),
       });
       this.providers.set(key, provider);
@@ -329,10 +349,12 @@ export class TurnRunner {
   }
 
   /**
-   * Runs one turn. Each step runs as an op in the agent's mailbox (`invoke`); tool calls that leave
-   * the agent (custom, MCP, other agents) run between ops, outside the mailbox, and their results
-   * come back as a continuation op — so a slow tool holds no lock, and a tool may call back into
-   * its own agent (A asks B, B asks A) without deadlock.
+   * Runs one turn; the caller holds the agent's turn gate for all of it (agent/message-service.ts),
+   * so no other turn of the agent steps in between. Each step runs as an op in the agent's mailbox
+   * (`invoke`); tool calls that leave the agent (custom, MCP, other agents) run between ops,
+   * outside the mailbox, and their results come back as a continuation op — so a slow tool blocks
+   * no other mailbox op (API block edits), and a tool may call back into its own agent (A asks B,
+   * B asks A) without deadlock: the gate lets a turn in whose holder waits on it.
    */
   async run(invoke: Invoke, request: TurnRequest): Promise<TurnResult> {
     const { env } = this.deps;
@@ -358,7 +380,8 @@ export class TurnRunner {
       created_at_ms: env.clock.nowMs(),
       completed_at_ms: null,
     };
-    run = { ...run, status: "running" };
+    // A resumed run may have been marked interrupted meanwhile: it is running again.
+    run = { ...run, status: "running", stop_reason: null, error: null, completed_at_ms: null };
     let pendingInput = request.input;
     let stopReason: StopReason | null = null;
     try {
@@ -465,6 +488,7 @@ export class TurnRunner {
                   tool,
                   signal: request.signal,
                   callDepth: request.callDepth ?? 0,
+                  callChain: request.callChain ?? [],
                 },
                 this.deps.toolRunners,
               ),
@@ -519,7 +543,7 @@ export class TurnRunner {
     const view = await agents.view(ctx.agentId);
     const agent = view.agent;
     const llm = this.provider(agent.llm_config);
-    const memory = new CoreMemory(view.blocks, agent.id, () => env.clock.nowMs(), env.rng.fork("memory"));
+    const memory = new CoreMemory(view.blocks, agent.id, () => env.clock.nowMs(), this.memoryRng);
     const conversation = await this.conversationOf(request, agent.id);
     let contextIds = conversation?.in_context_message_ids ?? agent.message_ids;
     let inContext = await this.messageCache.load(env.storage, contextIds);
@@ -710,7 +734,7 @@ export class TurnRunner {
     // it afresh: between the halves another op may have changed its memory or history.
     const view = sameOpView ?? (await agents.view(ctx.agentId));
     const agent = view.agent;
-    const memory = new CoreMemory(view.blocks, agent.id, () => env.clock.nowMs(), env.rng.fork("memory"));
+    const memory = new CoreMemory(view.blocks, agent.id, () => env.clock.nowMs(), this.memoryRng);
     const { assistant, result, stepId } = pending;
     const toolMessages: MessageRecord[] = [];
     let heartbeat = false;
@@ -718,6 +742,7 @@ export class TurnRunner {
     let sentMessage = false;
     const clientNames = new Set((request.clientTools ?? []).map((t) => t.name));
     const deferred: string[] = [];
+    const outbox: OutboxRecord[] = [];
     for (const call of pending.calls) {
       if (clientNames.has(call.name) && !pending.toolsByName.has(call.name)) {
         // The client runs it: the turn pauses here until the client sends its result.
@@ -725,8 +750,12 @@ export class TurnRunner {
         continue;
       }
       if (typeof call.args !== "string" && call.args.request_heartbeat === true) heartbeat = true;
-      const output =
-        externalOutputs.get(call.id) ?? (await this.runOneTool(call, pending, request, run, memory));
+      const output = await admitOutbox(
+        env.storage,
+        agent.id,
+        externalOutputs.get(call.id) ?? (await this.runOneTool(call, pending, request, run, memory)),
+        outbox,
+      );
       let value = output.value;
       if (call.name === "send_message" && output.ok) sentMessage = true;
       if (!output.ok) failed = true;
@@ -793,6 +822,7 @@ export class TurnRunner {
     const mutations: Mutation[] = [
       ...stepMessages.map((message): Mutation => ({ op: "put_message", message })),
       ...memory.mutations(),
+      ...outbox.map((entry): Mutation => ({ op: "put_outbox", entry, create: true })),
       {
         op: "put_agent",
         create: false,
@@ -855,6 +885,7 @@ export class TurnRunner {
     ];
     await env.storage.commit(mutations, { fence: ctx.fence });
     for (const message of stepMessages) this.messageCache.put(message);
+    if (outbox.length > 0) this.deps.outbox?.kick(agent.id);
 
     // Committed: now the step may be announced.
     const announced = [assistant, ...toolMessages].flatMap((m) => toLettaMessages(m, request.messageOptions));

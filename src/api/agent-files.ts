@@ -5,7 +5,8 @@ import multipart from "@fastify/multipart";
 import type { FastifyPluginAsync, FastifyRequest } from "fastify";
 import { AgentFiles, type ImportOptions } from "../agent/agent-file.ts";
 import { REQUEST_BODY_BYTES_MAX } from "../core/constants.ts";
-import { invalidField, KelpieError } from "../core/errors.ts";
+import { invalidField, isKelpieError, KelpieError } from "../core/errors.ts";
+import { assertStorable, parseJsonInput } from "../core/json-input.ts";
 import type { Services } from "./app.ts";
 
 /** Multipart bypasses Fastify's bodyLimit, so the upload gets its own bounds. */
@@ -41,8 +42,9 @@ function envField(fields: Fields, name: string): { key: string; value: string }[
   if (raw === null) return [];
   let parsed: unknown;
   try {
-    parsed = JSON.parse(raw);
+    parsed = parseJsonInput(raw, ["body", name]);
   } catch (err) {
+    if (isKelpieError(err)) throw err;
     throw invalidField(["body", name], `is not JSON: ${(err as Error).message}`, "json_invalid");
   }
   if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
@@ -93,6 +95,7 @@ async function readUpload(req: FastifyRequest): Promise<{ bytes: Buffer; fields:
     }
   }
   if (bytes === undefined) throw invalidField(["body", "file"], "field required", "missing");
+  assertStorable(fields, ["body"]);
   return { bytes, fields };
 }
 

@@ -118,9 +118,7 @@ export const agentsRoutes: FastifyPluginAsync<{ services: Services }> = async (a
   );
 
   app.delete<{ Params: AgentParams }>("/:agent_id", async (req) => {
-    const owned = await services.archival.ownedArchiveIds(req.params.agent_id);
-    await agents.delete(req.params.agent_id);
-    await services.archival.dropOrphans(owned);
+    await agents.delete(req.params.agent_id, services.archival);
     return {};
   });
 

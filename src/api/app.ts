@@ -9,6 +9,7 @@ import type { ToolRunners } from "../agent/tool-calls.ts";
 import type { ClusterMember } from "../cluster/member.ts";
 import { REQUEST_BODY_BYTES_MAX } from "../core/constants.ts";
 import type { Env } from "../core/env.ts";
+import { assertStorable, parseJsonInput } from "../core/json-input.ts";
 import type { LlmProvidersConfig } from "../llm/registry.ts";
 import type { ArchivalService } from "../memory/archival.ts";
 import type { BlockService } from "../memory/block-service.ts";
@@ -24,9 +25,11 @@ import { agentFilesRoutes } from "./agent-files.ts";
 import { agentsRoutes } from "./agents.ts";
 import { archivalAgentRoutes, archivesRoutes, passagesRoutes } from "./archival.ts";
 import { blocksRoutes } from "./blocks.ts";
+import { installOutboxDeliveryRoute, outboxDeliveryHere } from "./cluster-outbox.ts";
 import { installClusterRouting } from "./cluster-routing.ts";
 import { conversationsRoutes } from "./conversations.ts";
 import { installErrorHandler } from "./errors.ts";
+import type { NodeTransport } from "./forward.ts";
 import { healthRoutes } from "./health.ts";
 import { installIdempotency } from "./idempotency.ts";
 import { mcpLegacyRoutes } from "./mcp-legacy.ts";
@@ -65,6 +68,8 @@ export interface AppOptions {
   logger?: boolean | Record<string, unknown>;
   security?: SecurityConfig;
   requestTimeoutMs?: number;
+  /** How this node reaches the others in a cluster; default HTTP (the simulator's network in DST). */
+  nodeTransport?: NodeTransport;
 }
 
 declare module "fastify" {
@@ -99,13 +104,24 @@ export function buildApp(services: Services, options: AppOptions = {}): FastifyI
   );
 
   // Letta clients send `content-type: application/json` with an empty body on some PATCH/POST routes.
+  // Bodies nested deeper than JSON_DEPTH_MAX, or holding strings no engine can store, are refused here.
   app.addContentTypeParser("application/json", { parseAs: "string" }, (_req, body, done) => {
     const text = (body as string).trim();
     if (text.length === 0) return done(null, undefined);
     try {
-      done(null, JSON.parse(text));
+      done(null, parseJsonInput(text, ["body"]));
     } catch (err) {
       done(err as Error, undefined);
+    }
+  });
+  // Query strings and path parameters get the same string check as bodies.
+  app.addHook("preValidation", (req, _reply, done) => {
+    try {
+      assertStorable(req.query, ["query"]);
+      assertStorable(req.params, ["path"]);
+      done();
+    } catch (err) {
+      done(err as Error);
     }
   });
 
@@ -126,8 +142,21 @@ export function buildApp(services: Services, options: AppOptions = {}): FastifyI
   }
   if (services.observability) installHttpObservability(app, services.observability, services.env.clock);
   installIdempotency(app, services.env.storage, services.env.clock);
-  if (services.cluster)
-    installClusterRouting(app, services.cluster, services.runtime, services.env.storage, services.env.clock);
+  if (services.cluster) {
+    const routing = installClusterRouting(
+      app,
+      services.cluster,
+      services.runtime,
+      services.env.storage,
+      services.env.clock,
+      options.nodeTransport,
+    );
+    installOutboxDeliveryRoute(
+      app,
+      routing.fromNode,
+      outboxDeliveryHere(services.env.storage, () => services.messages),
+    );
+  }
   app.register(healthRoutes, { services });
   app.register(metricsRoutes, { services });
   app.register(agentsRoutes, { prefix: "/v1/agents", services });

@@ -160,8 +160,8 @@ export const archivalAgentRoutes: FastifyPluginAsync<{ services: Services }> = a
     "/:agent_id/archival-memory",
     { schema: { params: agentParams, body: passageInputSchema } },
     async (req) => {
-      const archive = await archival.agentArchive(req.params.agent_id, true);
-      const passages = await archival.insert(archive.id, [passageInput(req.body, ["body"])]);
+      const archive = await archival.ensureAgentArchive(req.params.agent_id);
+      const passages = await archival.insertForAgent(req.params.agent_id, passageInput(req.body, ["body"]));
       return passages.map((p) => presentPassage(p, archive));
     },
   );
@@ -204,8 +204,8 @@ export const archivalAgentRoutes: FastifyPluginAsync<{ services: Services }> = a
   app.delete<{ Params: { agent_id: string; memory_id: string } }>(
     "/:agent_id/archival-memory/:memory_id",
     async (req) => {
-      const archiveIds = await archival.agentArchiveIds(req.params.agent_id);
-      await archival.deletePassage(req.params.memory_id, archiveIds);
+      await archival.agentArchiveIds(req.params.agent_id); // AGENT_NOT_FOUND before anything else
+      await archival.deletePassage(req.params.memory_id, { agentId: req.params.agent_id });
       return {};
     },
   );
@@ -215,8 +215,7 @@ export const archivalAgentRoutes: FastifyPluginAsync<{ services: Services }> = a
       `/:agent_id/archives/${action}/:archive_id`,
       async (req) => {
         const { agent_id, archive_id } = req.params;
-        if (action === "attach") await services.env.storage.tiers.attachArchive(agent_id, archive_id);
-        else await services.env.storage.tiers.detachArchive(agent_id, archive_id);
+        await archival.relation(agent_id, archive_id, action);
         return {};
       },
     );
@@ -416,7 +415,7 @@ export const archivesRoutes: FastifyPluginAsync<{ services: Services }> = async 
     "/:archive_id/passages/:passage_id",
     async (req) => {
       await archival.getArchive(req.params.archive_id);
-      await archival.deletePassage(req.params.passage_id, [req.params.archive_id]);
+      await archival.deletePassage(req.params.passage_id, { archiveId: req.params.archive_id });
       return null;
     },
   );

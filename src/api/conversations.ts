@@ -7,7 +7,7 @@ import type { SendRequestBody } from "../agent/message-service.ts";
 import { MESSAGE_PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX } from "../core/constants.ts";
 import { invalidField, KelpieError, notFound } from "../core/errors.ts";
 import { newId } from "../core/ids.ts";
-import type { ConversationRecord, MessageRecord } from "../storage/types.ts";
+import type { ConversationRecord, MessageRecord, Mutation } from "../storage/types.ts";
 import type { Services } from "./app.ts";
 import { idempotencyKeyOf } from "./idempotency.ts";
 import { lettaResponse, sendBody, streamTurn } from "./messages.ts";
@@ -168,13 +168,23 @@ export const conversationsRoutes: FastifyPluginAsync<{ services: Services }> = a
     async (req) => {
       const c = await get(req.params.conversation_id);
       const body = req.body ?? {};
-      const next: ConversationRecord = {
-        ...c,
+      // Only the patched fields, in the agent's mailbox with its fence: a turn's context ids,
+      // committed before or after, are never written back stale.
+      const patch: Mutation = {
+        op: "patch_conversation",
+        conversation_id: c.id,
         ...(body.summary !== undefined ? { summary: body.summary } : {}),
         ...(body.model !== undefined ? { model: body.model } : {}),
         updated_at_ms: services.env.clock.nowMs(),
       };
-      await storage.commit([{ op: "put_conversation", conversation: next, create: false }]);
+      const next = await services.runtime.invoke(
+        c.agent_id,
+        async (ctx) => {
+          await storage.commit([patch], { fence: ctx.fence });
+          return get(c.id);
+        },
+        "patch_conversation",
+      );
       return presentConversation(next);
     },
   );
@@ -183,7 +193,12 @@ export const conversationsRoutes: FastifyPluginAsync<{ services: Services }> = a
     "/:conversation_id",
     { schema: { params: conversationParams } },
     async (req) => {
-      await storage.commit([{ op: "delete_conversation", conversation_id: req.params.conversation_id }]);
+      const c = await get(req.params.conversation_id);
+      await services.runtime.invoke(
+        c.agent_id,
+        (ctx) => storage.commit([{ op: "delete_conversation", conversation_id: c.id }], { fence: ctx.fence }),
+        "delete_conversation",
+      );
       return {};
     },
   );

@@ -34,6 +34,7 @@ export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, request, reply) => {
     if (isKelpieError(err)) {
       if (err.status >= 500) request.log.error({ err }, "request failed");
+      if (err.retryAfterS !== undefined) reply.header("retry-after", String(err.retryAfterS));
       return reply
         .status(err.status)
         .send({ detail: err.issues ?? err.message, code: err.code, retryable: err.retryable });

@@ -3,11 +3,15 @@ import type { FastifyPluginAsync } from "fastify";
 import { KelpieError } from "../core/errors.ts";
 import type { McpServerRecord } from "../storage/types.ts";
 import type { Services } from "./app.ts";
-import { presentTool } from "./present.ts";
+import { presentMcpConfig, presentTool } from "./present.ts";
 
-/** Letta's StdioServerConfig / SSEServerConfig / StreamableHTTPServerConfig shape. */
+/** Letta's StdioServerConfig / SSEServerConfig / StreamableHTTPServerConfig shape, secrets masked. */
 function legacyConfig(server: McpServerRecord): Record<string, unknown> {
-  return { server_name: server.server_name, type: server.mcp_server_type, ...server.config };
+  return {
+    server_name: server.server_name,
+    type: server.mcp_server_type,
+    ...presentMcpConfig(server.config),
+  };
 }
 
 type NameParams = { mcp_server_name: string };

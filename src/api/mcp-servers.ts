@@ -1,20 +1,11 @@
-// /v1/mcp-servers: MCP servers (stdio, SSE, streamable HTTP) and their tools.
+// /v1/mcp-servers: MCP servers (stdio, SSE, streamable HTTP) and their tools. Reads show secrets
+// masked; stdio servers only when the operator allows them (403 otherwise).
 import type { FastifyPluginAsync } from "fastify";
 import { isKelpieError } from "../core/errors.ts";
-import type { McpServerRecord } from "../storage/types.ts";
 import type { McpServerInput } from "../tools/mcp/service.ts";
 import type { Services } from "./app.ts";
-import { presentTool } from "./present.ts";
+import { presentMcpServer, presentTool } from "./present.ts";
 import { SseStream } from "./sse.ts";
-
-export function presentMcpServer(server: McpServerRecord): Record<string, unknown> {
-  return {
-    id: server.id,
-    server_name: server.server_name,
-    mcp_server_type: server.mcp_server_type,
-    ...server.config,
-  };
-}
 
 type ServerParams = { mcp_server_id: string };
 

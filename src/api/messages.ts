@@ -58,15 +58,23 @@ export async function streamTurn(
   MessageService.maxSteps(body);
   messages.parseInput(agentId, body, "run-validate");
   if ((await services.env.storage.getAgent(agentId)) === null) throw notFound("agent", agentId);
-  const sse = new SseStream(reply);
+  // The stream opens once the turn is admitted (or its first event comes): a busy agent is still
+  // a plain JSON 429.
+  let opened: SseStream | null = null;
+  const open = () => {
+    opened ??= new SseStream(reply);
+    return opened;
+  };
   const streamTokens = body.stream_tokens === true;
   const result = await messages.send(agentId, body, {
     streamTokens,
-    onEvent: (event) => sse.send(event.message),
+    onAdmitted: open,
+    onEvent: (event) => open().send(event.message),
     ...(actor ? { actor } : {}),
     ...(conversationId === undefined ? {} : { conversationId }),
     ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
   });
+  const sse = open();
   if (result.error) {
     sse.send({
       message_type: "error_message",

@@ -1,8 +1,11 @@
-// Records → Letta's wire shapes (AgentState, Block, Tool). Internal fields (versions, *_ms) stay
-// inside; every field Letta's schemas require is present.
+// Records → Letta's wire shapes (AgentState, Block, Tool, MCP server). Internal fields (versions,
+// *_ms) stay inside; every field Letta's schemas require is present; secrets are masked
+// (core/secrets.ts).
 import type { AgentView } from "../agent/agents.ts";
+import { presentEnvVars } from "../agent/env-vars.ts";
 import { isoDate } from "../agent/letta-messages.ts";
-import type { BlockRecord, RunRecord, ToolRecord } from "../storage/types.ts";
+import { maskSecret, maskSecretValues } from "../core/secrets.ts";
+import type { BlockRecord, McpServerRecord, RunRecord, ToolRecord } from "../storage/types.ts";
 
 export function presentBlock(block: BlockRecord): Record<string, unknown> {
   return {
@@ -94,8 +97,6 @@ export function presentAgent({ agent, blocks, tools }: AgentView): Record<string
     sources: [],
     identity_ids: [],
     identities: [],
-    tool_exec_environment_variables: [],
-    secrets: [],
     project_id: null,
     template_id: null,
     base_template_id: null,
@@ -116,6 +117,9 @@ export function presentAgent({ agent, blocks, tools }: AgentView): Record<string
     per_file_view_window_char_limit: null,
     hidden: null,
     ...agent.extra,
+    // Secrets are write-only: names shown, values masked.
+    tool_exec_environment_variables: presentEnvVars(agent.extra.tool_exec_environment_variables, agent.id),
+    secrets: presentEnvVars(agent.extra.secrets, agent.id),
     created_at: isoDate(agent.created_at_ms),
     updated_at: isoDate(agent.updated_at_ms),
   };
@@ -142,5 +146,24 @@ export function presentRun(run: RunRecord): Record<string, unknown> {
     total_duration_ns: null,
     usage: run.usage,
     error: run.error,
+  };
+}
+
+/** An MCP server's config as a read shows it: the auth token, header values and env values masked. */
+export function presentMcpConfig(config: Record<string, unknown>): Record<string, unknown> {
+  const shown = { ...config };
+  if ("auth_token" in shown) shown.auth_token = maskSecret(shown.auth_token);
+  if ("custom_headers" in shown) shown.custom_headers = maskSecretValues(shown.custom_headers);
+  if ("env" in shown) shown.env = maskSecretValues(shown.env);
+  return shown;
+}
+
+/** Letta's MCPServer (the /v1/mcp-servers shape). */
+export function presentMcpServer(server: McpServerRecord): Record<string, unknown> {
+  return {
+    id: server.id,
+    server_name: server.server_name,
+    mcp_server_type: server.mcp_server_type,
+    ...presentMcpConfig(server.config),
   };
 }

@@ -1,17 +1,25 @@
 // kelpie serve: start the server (configuration from the environment; see README).
+import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { ConfigError, configFromEnv } from "../config.ts";
+import { ConfigError, configFromEnv, exposureWarning, isLoopbackHost } from "../config.ts";
 import { prettyStream } from "../observability/log-format.ts";
 import { tracingFromEnv } from "../observability/tracing.ts";
 import { createKelpie, KELPIE_VERSION, productionEnv } from "../server.ts";
 import { ARCHIVAL_INDEX_DIR_NAME } from "../storage/open.ts";
+import { BWRAP } from "../tools/sandbox/namespace.ts";
 import { keysCommand } from "./keys.ts";
 
 const SHUTDOWN_GRACE_MS = 30_000;
 
 async function serve(): Promise<void> {
-  const config = configFromEnv(process.env);
-  const env = await productionEnv(config);
+  const boot = configFromEnv(process.env);
+  const env = await productionEnv(boot);
+  // Stored keys (`kelpie keys create`) choose the default listen address too, so read them first.
+  const config =
+    boot.keyed || (await env.storage.listApiKeys()).length === 0
+      ? boot
+      : configFromEnv(process.env, { storedApiKeys: true });
+  const exposure = exposureWarning(config);
   const kelpie = await createKelpie(env, {
     logger: {
       level: config.logLevel,
@@ -33,11 +41,19 @@ async function serve(): Promise<void> {
       rateLimit: config.rateLimit,
       corsOrigins: config.corsOrigins,
       metricsPublic: config.metricsPublic,
+      // Names this server is reached by besides loopback and IPs: other nodes use the advertised one.
+      allowedHosts: [
+        ...config.allowedHosts,
+        config.host,
+        ...(config.cluster ? [new URL(config.cluster.advertiseUrl).hostname] : []),
+      ],
     },
     requestTimeoutMs: config.requestTimeoutMs,
     sandboxAllowProcess: process.env.KELPIE_SANDBOX_ALLOW_PROCESS === "1",
     sandboxDefaults: config.sandboxDefaults,
     exaApiKey: config.exaApiKey,
+    egress: { allow: config.egressAllow },
+    mcpStdio: config.mcpStdio,
     ...(config.cluster ? { cluster: config.cluster } : {}),
     // Only a server with a data directory keeps graphs across restarts.
     ...(config.storage === "sqlite"
@@ -64,22 +80,42 @@ async function serve(): Promise<void> {
   process.on("SIGINT", () => shutdown("SIGINT"));
   const sandbox = kelpie.services.customTools.sandbox.status();
   if (!sandbox.namespace) {
-    log.warn(
-      "bubblewrap (bwrap) is not available: Python tools cannot run in the namespace sandbox (apt-get install bubblewrap)",
+    // Python tools run at the wasm level by default; only tools that ask for namespace need it.
+    log.info(
+      "bubblewrap (bwrap) is not available: tools that ask for the namespace sandbox level cannot run (apt-get install bubblewrap)",
     );
+  }
+  if (sandbox.vmProblem !== null) {
+    // Only tools that ask for the vm level (or a default of vm) need gVisor.
+    log.info(`tools that ask for the vm sandbox level cannot run: ${sandbox.vmProblem}`);
   }
   if (sandbox.processAllowed)
     log.warn("KELPIE_SANDBOX_ALLOW_PROCESS=1: tools may run as plain processes WITHOUT isolation");
   // A default level this server cannot provide fails every tool that relies on it: say so now.
   for (const problem of sandbox.problems) log.warn(`sandbox: ${problem}`);
+  if (exposure !== undefined) log.warn(exposure);
+  if (!config.keyed && config.corsOrigins.includes("*"))
+    log.warn(
+      "KELPIE_CORS_ORIGINS=* without an API key: any web page a browser here opens can use this server",
+    );
+  const stdio = config.mcpStdio.commands;
+  if (stdio.length > 0) {
+    log.warn(
+      `stdio MCP servers enabled (KELPIE_MCP_STDIO_COMMANDS): API clients may run ${stdio.includes("*") ? "ANY command" : stdio.join(", ")} on this host, sandboxed by bubblewrap${existsSync(BWRAP) ? "" : " — which is NOT installed, so they will fail (apt-get install bubblewrap)"}${config.mcpStdio.network === true ? ", sharing this host's network (KELPIE_MCP_STDIO_NETWORK=1: they reach whatever this host reaches)" : ", without network"}`,
+    );
+  }
   await kelpie.app.listen({ host: config.host, port: config.port });
+  const reach =
+    !config.keyed && isLoopbackHost(config.host)
+      ? " (this machine only, as no API key is configured: to serve others, create one with 'kelpie keys create' or KELPIE_API_KEYS and restart)"
+      : "";
   log.info(
     {
       version: KELPIE_VERSION,
       storage: config.storage,
       dataDir: config.storage === "sqlite" ? config.dataDir : undefined,
     },
-    `kelpie listening on http://${config.host}:${config.port}`,
+    `kelpie listening on http://${config.host}:${config.port}${reach}`,
   );
 }
 

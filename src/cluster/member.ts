@@ -13,6 +13,7 @@ import {
 import { KelpieError } from "../core/errors.ts";
 import type { Placement } from "../runtime/placement.ts";
 import type { ClusterStore, LeaseOwner, NodeIdentity } from "../storage/types.ts";
+import { clusterKey, NodeAuth } from "./node-auth.ts";
 
 export interface ClusterConfig {
   nodeId: string;
@@ -20,6 +21,8 @@ export interface ClusterConfig {
   advertiseUrl: string;
   leaseTtlMs: number;
   heartbeatIntervalMs: number;
+  /** KELPIE_CLUSTER_SECRET; unset: the secret kept in the shared database (node-auth.ts). */
+  secret?: string | undefined;
 }
 
 export function clusterTimings(leaseTtlMs = LEASE_TTL_MS_DEFAULT, heartbeatIntervalMs?: number) {
@@ -58,6 +61,7 @@ export type MemberState = "joining" | "serving" | "lapsed" | "superseded" | "lef
 export class ClusterMember implements Placement {
   readonly nodeDeadAfterMs: number;
   private identityValue: NodeIdentity | null = null;
+  private authValue: NodeAuth | null = null;
   private holder: LeaseHolder | null = null;
   private timer: Timer | null = null;
   private lastRenewedMs = 0;
@@ -83,6 +87,12 @@ export class ClusterMember implements Placement {
     return this.identityValue;
   }
 
+  /** Signs the requests this node forwards and checks those forwarded to it. */
+  get auth(): NodeAuth {
+    assert(this.authValue !== null, "the node has not joined the cluster");
+    return this.authValue;
+  }
+
   get state(): MemberState {
     return this.stateValue;
   }
@@ -96,8 +106,10 @@ export class ClusterMember implements Placement {
     this.holder = holder;
   }
 
-  /** Registers this node (a new incarnation) and starts the heartbeat. */
+  /** Reads the cluster's secret, registers this node (a new incarnation), starts the heartbeat. */
   async join(): Promise<void> {
+    const key = await clusterKey(this.config.secret, this.store);
+    this.authValue = new NodeAuth(key, this.config.nodeId, this.clock);
     this.identityValue = await this.store.registerNode(this.config.nodeId, this.config.advertiseUrl);
     this.lastRenewedMs = this.clock.monotonicMs();
     this.stateValue = "serving";

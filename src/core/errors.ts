@@ -1,5 +1,7 @@
 // One table of error codes: each has an HTTP status and a retryable flag, declared once and
 // rendered once (api/errors.ts) in Letta's shape, `{"detail": ...}`.
+import { OUTBOX_ENTRIES_PER_AGENT_MAX } from "./constants.ts";
+
 export const ERRORS = {
   NOT_FOUND: { status: 404, retryable: false },
   AGENT_NOT_FOUND: { status: 404, retryable: false },
@@ -14,8 +16,14 @@ export const ERRORS = {
   BLOCK_LIMIT_EXCEEDED: { status: 422, retryable: false },
   BLOCK_READ_ONLY: { status: 403, retryable: false },
   MAILBOX_FULL: { status: 429, retryable: true },
+  /** TURNS_QUEUED_PER_AGENT_MAX turns already wait for the agent (its 429 carries Retry-After). */
+  AGENT_BUSY: { status: 429, retryable: true },
+  /** An agent has OUTBOX_ENTRIES_PER_AGENT_MAX async messages waiting for delivery. */
+  OUTBOX_FULL: { status: 429, retryable: true },
   FENCED: { status: 409, retryable: true },
   SHUTTING_DOWN: { status: 503, retryable: true },
+  /** Work the server bounds (python3 schema parses, local embeddings) has a full line: try later. */
+  OVERLOADED: { status: 503, retryable: true },
   STORAGE_UNAVAILABLE: { status: 503, retryable: true },
   /** Another live node holds the agent's lease (a forwarded request that arrived too late). */
   AGENT_ELSEWHERE: { status: 503, retryable: true },
@@ -25,6 +33,10 @@ export const ERRORS = {
   LLM_NOT_CONFIGURED: { status: 400, retryable: false },
   CONTEXT_WINDOW_OVERFLOW: { status: 400, retryable: false },
   MCP_UNAVAILABLE: { status: 502, retryable: true },
+  /** The egress policy refused an outbound call (a private address, too many redirects, ...). */
+  EGRESS_REFUSED: { status: 403, retryable: false },
+  /** A stdio MCP server this server's operator has not allowed (KELPIE_MCP_STDIO_COMMANDS). */
+  MCP_STDIO_FORBIDDEN: { status: 403, retryable: false },
   CANCELLED: { status: 409, retryable: false },
   INTERNAL: { status: 500, retryable: false },
 } as const satisfies Record<string, { status: number; retryable: boolean }>;
@@ -42,11 +54,18 @@ export class KelpieError extends Error {
   override name = "KelpieError";
   readonly code: ErrorCode;
   readonly issues: FieldIssue[] | undefined;
+  /** When to try again, in seconds (sent as the Retry-After header). */
+  readonly retryAfterS: number | undefined;
 
-  constructor(code: ErrorCode, message: string, options?: { issues?: FieldIssue[]; cause?: unknown }) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options?: { issues?: FieldIssue[]; cause?: unknown; retryAfterS?: number },
+  ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.issues = options?.issues;
+    this.retryAfterS = options?.retryAfterS;
   }
 
   get status(): number {
@@ -60,6 +79,14 @@ export class KelpieError extends Error {
 
 export function isKelpieError(err: unknown): err is KelpieError {
   return err instanceof KelpieError;
+}
+
+/** An agent's outbox holds `held` undelivered entries, the most it may. */
+export function outboxFull(agentId: string, held: number): KelpieError {
+  return new KelpieError(
+    "OUTBOX_FULL",
+    `agent ${agentId} has ${held} async messages waiting for delivery (max ${OUTBOX_ENTRIES_PER_AGENT_MAX})`,
+  );
 }
 
 export function notFound(kind: "agent" | "block" | "tool" | "message" | "run", id: string): KelpieError {

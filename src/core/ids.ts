@@ -15,6 +15,7 @@ export const ID_PREFIXES = [
   "archive",
   "passage",
   "conv",
+  "outbox",
 ] as const;
 export type IdPrefix = (typeof ID_PREFIXES)[number];
 

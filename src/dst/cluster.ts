@@ -17,11 +17,13 @@
 import { assert } from "../core/assert.ts";
 import type { Rng } from "../core/rng.ts";
 import type { LlmProvidersConfig } from "../llm/registry.ts";
+import { noNetworkFetch } from "../net/egress-fetch.ts";
 import { createKelpie, type Kelpie } from "../server.ts";
 import type { LeaseOwner } from "../storage/types.ts";
 import type { SimDisk } from "./disk.ts";
 import type { ActiveFaults, FaultCounters } from "./faults.ts";
-import type { BugSwitches } from "./mutations.ts";
+import { SimLinks } from "./http.ts";
+import { type BugSwitches, OpenTurnGate, PerStepForkRng } from "./mutations.ts";
 import type { SimNetwork } from "./network.ts";
 import { type CrashKind, NodeStorage } from "./node-storage.ts";
 import { NodeClock, type SimScheduler } from "./scheduler.ts";
@@ -44,6 +46,8 @@ export const BOOT_CLOCK_SKEW_MS_MAX = 5_000;
 export const CLOCK_SKEW_MS_MAX = 10 * 60_000;
 export const CLOCK_JUMP_MS_MAX = 2 * 3_600_000;
 export const NODES_BOOTED_MAX = 1_000;
+/** The cluster's shared secret (fixed: a generated one would come from the OS). */
+export const CLUSTER_SECRET = "dst-simulated-cluster-secret-0123456789abcdef";
 
 export type NodeState = "booting" | "up" | "stopping" | "dead";
 
@@ -63,6 +67,8 @@ export class SimNode {
   /** Forwarded requests in flight to or from this process: each fails when the link breaks. */
   readonly forwards = new Set<() => void>();
   readonly clock: NodeClock;
+  /** The wall-clock offset it booted with (time sync corrects it back to this). */
+  bootWallOffsetMs = 0;
 
   constructor(
     /** The process's number in the run (n1, n2, ... in the trace). */
@@ -105,6 +111,8 @@ export interface ClusterDeps {
   trace: (line: string) => void;
   bugs: BugSwitches;
   llm: LlmProvidersConfig;
+  /** A broken guarantee seen inside a node (by its scripted model). */
+  violation: (text: string) => void;
 }
 
 export class SimCluster {
@@ -117,8 +125,17 @@ export class SimCluster {
   private readonly bootPending = new Set<number>();
   private clientPartitionActive = false;
   private nodePartitionActive = false;
+  /** The network between nodes as their forwarding and outbox code sees it. */
+  readonly links: SimLinks;
 
-  constructor(private readonly deps: ClusterDeps) {}
+  constructor(private readonly deps: ClusterDeps) {
+    this.links = new SimLinks({
+      network: deps.network,
+      scheduler: deps.scheduler,
+      processOf: (owner) => this.processOf(owner),
+      trace: deps.trace,
+    });
+  }
 
   private get trace() {
     return this.deps.trace;
@@ -139,6 +156,7 @@ export class SimCluster {
     this.slots[slot - 1] = node;
     const rng = deps.rng.fork(`node-${node.id}`);
     node.clock.wallOffsetMs = rng.int(2 * BOOT_CLOCK_SKEW_MS_MAX + 1) - BOOT_CLOCK_SKEW_MS_MAX;
+    node.bootWallOffsetMs = node.clock.wallOffsetMs;
     const nowMs = () => deps.scheduler.nowMs();
     const trace = (line: string) => this.trace(`n${node.id} ${line}`);
     const nodeStorage = new NodeStorage({
@@ -161,19 +179,28 @@ export class SimCluster {
       crash: (kind) => this.crash(node, kind),
       dbPartition: () => node.dbHeal?.promise ?? null,
       ackBeforeCommit: deps.bugs.ackBeforeCommit,
+      outboxWriteBehind: deps.bugs.outboxWriteBehind,
       skipChecksumVerify: deps.bugs.skipChecksumVerify,
     });
     node.storage = nodeStorage;
     const externals = { clock: node.clock, faults: deps.faults, counters: deps.counters, nowMs, trace };
+    const envRng = rng.fork("env");
     const kelpie = await createKelpie(
-      { clock: node.clock, rng: rng.fork("env"), storage: nodeStorage.storage },
+      {
+        clock: node.clock,
+        rng: deps.bugs.forkPerStep ? new PerStepForkRng(envRng, nowMs) : envRng,
+        storage: nodeStorage.storage,
+      },
       {
         logger: false,
         llm: deps.llm,
-        llmProviderOverride: new SimLlm({ ...externals, rng: rng.fork("llm") }),
-        embedders: new SimEmbedders(deps.llm),
+        llmProviderOverride: new SimLlm({ ...externals, rng: rng.fork("llm"), violation: deps.violation }),
+        embedders: new SimEmbedders(deps.llm, noNetworkFetch),
         idleTimeoutMs: IDLE_TIMEOUT_MS,
+        nodeTransport: this.links.transportFor(node),
+        ...(deps.bugs.interleaveTurns ? { turnGate: new OpenTurnGate(node.clock) } : {}),
         cluster: {
+          secret: CLUSTER_SECRET,
           nodeId: node.nodeId,
           advertiseUrl: `sim://${node.nodeId}`,
           leaseTtlMs: LEASE_TTL_MS,
@@ -186,6 +213,8 @@ export class SimCluster {
       "custom",
       new SimSandbox({ ...externals, rng: rng.fork("sandbox") }),
     );
+    // Routes and hooks registered before the first request, as a listening server has them.
+    await kelpie.app.ready();
     node.kelpie = kelpie;
     if (node.state === "booting") {
       node.state = "up";
@@ -348,6 +377,19 @@ export class SimCluster {
     this.deps.counters.count(kind);
     this.trace(`fault ${kind} n${node.id} wall offset ${node.clock.wallOffsetMs}ms`);
     return true;
+  }
+
+  /**
+   * Time sync catches up with every skewed or jumped clock (as NTP would): each process is back
+   * at its boot offset. Until then a node more than CLUSTER_AUTH_SKEW_MS off cannot forward to or
+   * be forwarded to by the others (their credentials' times disagree).
+   */
+  syncClocks(): void {
+    for (const node of this.upNodes()) {
+      if (node.clock.wallOffsetMs === node.bootWallOffsetMs) continue;
+      node.clock.wallOffsetMs = node.bootWallOffsetMs;
+      this.trace(`n${node.id} clock synced (wall offset ${node.clock.wallOffsetMs}ms)`);
+    }
   }
 
   liveNodes(): SimNode[] {

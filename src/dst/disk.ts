@@ -24,7 +24,6 @@ import type {
   ClusterStore,
   CommitOptions,
   LeaseAcquisition,
-  MemoryTierStorage,
   MessageRecord,
   Mutation,
   NodeIdentity,
@@ -131,6 +130,8 @@ export class SimDisk {
   readonly cluster: ClusterStore;
   readonly nowMs: () => number;
   private readonly checksums = new Map<string, string>();
+  /** Every block created, by id: its label. */
+  private readonly mintedBlocks = new Map<string, string>();
   private readonly fenceLog: FenceEvent[] = [];
   private fenceChecked = 0;
   private readonly leases = new Map<string, LeaseView>();
@@ -158,25 +159,29 @@ export class SimDisk {
     this.nowMs = options.nowMs ?? (() => 0);
     const raw = new MemoryStorage({ nowMs: this.nowMs });
     this.raw = raw;
-    const tiers = new Proxy(raw.tiers, {
-      get: (target, prop, receiver) => {
-        if (prop === "putWorking") return (entry: WorkingMemoryEntry) => this.putWorking(entry);
-        if (prop === "deleteWorking") return (a: string, k: string) => this.deleteWorking(a, k);
-        const value = Reflect.get(target, prop, receiver);
-        return typeof value === "function" ? value.bind(target) : value;
-      },
-    }) as MemoryTierStorage;
     this.cluster = this.observedCluster(raw.cluster);
     this.storage = new Proxy(raw, {
       get: (target, prop, receiver) => {
         if (prop === "commit") return (m: Mutation[], o?: CommitOptions) => this.commitAs(null, m, o);
         if (prop === "acquireFence") return (agentId: string) => this.acquireFence(agentId);
-        if (prop === "tiers") return tiers;
         if (prop === "cluster") return this.cluster;
         const value = Reflect.get(target, prop, receiver);
         return typeof value === "function" ? value.bind(target) : value;
       },
     }) as Storage;
+  }
+
+  /**
+   * Ids come from seeded streams drawn once each: a new block under an id an earlier block was
+   * created with means a stream replayed its draws (forked again where it should be drawn from).
+   */
+  private checkMinted(mutations: Mutation[]): void {
+    for (const m of mutations) {
+      if (m.op !== "put_block" || !m.create) continue;
+      const label = this.mintedBlocks.get(m.block.id);
+      if (label !== undefined && label !== m.block.label)
+        this.violation(`block id ${m.block.id} was minted twice: for '${label}' and for '${m.block.label}'`);
+    }
   }
 
   checksumOf(kind: ChecksumKind, id: string): string | undefined {
@@ -200,6 +205,7 @@ export class SimDisk {
             deletes: mutations.flatMap((m) => (m.op === "delete_agent" ? [m.agent_id] : [])),
           };
     if (entry !== null) this.fenceLog.push(entry);
+    this.checkMinted(mutations);
     if (this.options.loseLastCommitOnCrash)
       this.tablesBeforeLastCommit = (this.raw as unknown as MemoryStorageTables).tables;
     // The engine applies a commit synchronously inside this call, so the checksums written just
@@ -208,6 +214,8 @@ export class SimDisk {
     return done.then(
       () => {
         this.recordChecksums(mutations);
+        for (const m of mutations)
+          if (m.op === "put_block" && m.create) this.mintedBlocks.set(m.block.id, m.block.label);
         if (entry?.kind === "commit") entry.applied = true;
         this.advanceFenceCheck();
       },
@@ -249,6 +257,8 @@ export class SimDisk {
       if (m.op === "put_block") this.setChecksum("block", m.block.id, m.block);
       else if (m.op === "delete_block") this.checksums.delete(`block:${m.block_id}`);
       else if (m.op === "put_message") this.setChecksum("message", m.message.id, m.message);
+      else if (m.op === "put_working") this.setChecksum("working", workingKey(m.entry), m.entry);
+      else if (m.op === "delete_working") this.checksums.delete(`working:${workingKey(m)}`);
     }
   }
 
@@ -334,17 +344,6 @@ export class SimDisk {
       leaseOwner: (agentId, deadAfterMs) => inner.leaseOwner(agentId, deadAfterMs),
       listNodes: (deadAfterMs) => inner.listNodes(deadAfterMs),
     };
-  }
-
-  private async putWorking(entry: WorkingMemoryEntry): Promise<void> {
-    await this.raw.tiers.putWorking(entry);
-    this.setChecksum("working", workingKey(entry), entry);
-  }
-
-  private async deleteWorking(agentId: string, key: string): Promise<boolean> {
-    const had = await this.raw.tiers.deleteWorking(agentId, key);
-    this.checksums.delete(`working:${workingKey({ agent_id: agentId, key })}`);
-    return had;
   }
 
   private violation(text: string): void {

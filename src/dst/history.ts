@@ -2,7 +2,17 @@
 // survive any crash), how many times each non-idempotent request reached a server, and the
 // per-agent histories (call and return on one logical clock) the linearizability checker reads.
 import { assert } from "../core/assert.ts";
-import type { KvInput, KvOutput, Operation, RegisterInput, RegisterOutput } from "./linearizability.ts";
+import type {
+  BoundedMapInput,
+  BoundedMapOutput,
+  ConversationInput,
+  ConversationOutput,
+  KvInput,
+  KvOutput,
+  Operation,
+  RegisterInput,
+  RegisterOutput,
+} from "./linearizability.ts";
 
 export interface AgentFacts {
   id: string;
@@ -20,6 +30,10 @@ export interface AckedSend {
   messageIds: string[];
   appendOk: boolean;
   archivalOk: boolean;
+  /** The memory tool created the block `nb_<token>`. */
+  newblockOk: boolean;
+  /** The agent an async message of this send went to, once the tool said it was sent. */
+  tellTo: string | null;
 }
 
 export interface AckedPassage {
@@ -28,6 +42,27 @@ export interface AckedPassage {
   passageIds: string[];
   /** Logical time of the acknowledgement: a search called after it must find the passage. */
   ackedAt: number;
+}
+
+export interface ConversationFacts {
+  id: string;
+  agentId: string;
+  /** Summary writes and reads, context-id appends (its turns) and what PATCH and reads answered. */
+  ops: Operation<ConversationInput, ConversationOutput>[];
+}
+
+export interface ArchiveFacts {
+  id: string;
+  /** Passages whose insert was acknowledged, and when. */
+  passages: { token: string; passageId: string; ackedAt: number }[];
+}
+
+export interface ImportFacts {
+  /** The name the import gave its agent (unique per import op). */
+  name: string;
+  /** Acknowledged (its agents must exist), rejected (nothing of it may exist), or unknown. */
+  outcome: "acked" | "rejected" | "unknown";
+  agentIds: string[];
 }
 
 export class History {
@@ -41,6 +76,11 @@ export class History {
   readonly deliveries = new Map<string, number>();
   readonly registerOps = new Map<string, Operation<RegisterInput, RegisterOutput>[]>();
   readonly kvOps: Operation<KvInput, KvOutput>[] = [];
+  /** Working-memory puts per agent, by size, for the limits. */
+  readonly workingSizeOps = new Map<string, Operation<BoundedMapInput, BoundedMapOutput>[]>();
+  readonly conversations: ConversationFacts[] = [];
+  readonly archives: ArchiveFacts[] = [];
+  readonly imports: ImportFacts[] = [];
   readonly violations: string[] = [];
 
   /** The next tick of the logical clock on which calls and returns are ordered. */

@@ -7,15 +7,30 @@
 // - bounded resources: mailboxes and runs in flight never exceed the requests in flight;
 // - linearizability of each agent's scratch block (a register) and working memory (a map),
 //   with the disk reads taken here added to the histories.
+
+import { textOf } from "../agent/history.ts";
+import { OUTBOX_SENDERS_DELIVERING_MAX } from "../agent/outbox.ts";
 import { assert } from "../core/assert.ts";
+import { WORKING_MEMORY_AGENT_BYTES_MAX, WORKING_MEMORY_KEYS_PER_AGENT_MAX } from "../core/constants.ts";
 import type { MemoryStorage } from "../storage/memory.ts";
+import { AGENT_CALL_DEPTH_MAX } from "../tools/multi-agent.ts";
+import { IMPORTED_BLOCK_LABEL } from "./agent-file.ts";
 import type { SimCluster } from "./cluster.ts";
 import type { History } from "./history.ts";
-import { checkLinearizable, kvMapModel, kvPartitionByKey, registerModel } from "./linearizability.ts";
-import { LOG_BLOCK_LABEL, SCRATCH_BLOCK_LABEL } from "./sim-llm.ts";
+import {
+  boundedMapModel,
+  checkLinearizable,
+  conversationModel,
+  kvMapModel,
+  kvPartitionByKey,
+  registerModel,
+} from "./linearizability.ts";
+import { LOG_BLOCK_LABEL, newBlockLabel, peerMessage, SCRATCH_BLOCK_LABEL } from "./sim-llm.ts";
 import { logBlockProblems, WORKING_KEYS } from "./workload.ts";
 
 const ALL = { limit: 1_000_000_000, order: "asc" as const };
+/** Outbox entries read per sender (more than OUTBOX_ENTRIES_PER_AGENT_MAX, so all of them). */
+const OUTBOX_SCAN_MAX = 1_000;
 /** Model steps the linearizability search may take per run before it answers "unknown". */
 export const LINEARIZABILITY_BUDGET = 2_000_000;
 /** The checker's reads use client ids from here up (a block of ids per checkpoint), apart from the workload's. */
@@ -33,6 +48,8 @@ export async function checkDisk(
   history: History,
   where: string,
   index: number,
+  /** The run has settled: every async message acknowledged as sent must have arrived. */
+  final = false,
 ): Promise<void> {
   const v = (text: string) => history.violation(`${where}: ${text}`);
   // The checker's reads all span the whole checkpoint (call before the first read, return after
@@ -87,6 +104,35 @@ export async function checkDisk(
         v(`agent ${name}: passage of acknowledged send ${s.token} is missing`);
       if (!messages.some((m) => m.otid === s.token && m.role === "user"))
         v(`agent ${name}: input message of acknowledged send ${s.token} is missing`);
+      if (s.newblockOk && !blocks.some((b) => b.label === newBlockLabel(s.token)))
+        v(`agent ${name}: block ${newBlockLabel(s.token)} the memory tool created in ${s.token} is missing`);
+    }
+    // Async messages to this agent: applied at most once per sending turn, and once the run
+    // settled, at least once (or still waiting in the sender's outbox).
+    for (const s of ackedSends) {
+      if (s.tellTo !== agent.id) continue;
+      const said = `] ${peerMessage("tell", s.token)}`;
+      const received = count(messages, (m) => m.role === "user" && textOf(m).endsWith(said));
+      // Each attempt of the send that reached a server may have run a turn that sent it once.
+      const sent = history.deliveries.get(s.token) ?? 0;
+      if (received > sent)
+        v(
+          `agent ${name} received the async message of ${s.token} ${received} times, sent by ${sent} attempt(s)`,
+        );
+      const sender = history.agentsById.get(s.agentId);
+      if (!final || received > 0 || sender?.deleteSent === true) continue;
+      // Not there yet is fine while the sender's outbox still holds it (a retry waits its backoff).
+      const pending = await disk.listOutbox(s.agentId, OUTBOX_SCAN_MAX);
+      if (pending.some((e) => e.target_agent_id === agent.id && e.text.endsWith(said))) continue;
+      const audits = await disk.listAudit(ALL);
+      const givenUp = audits.find(
+        (a) =>
+          a.action === "outbox.undeliverable" && a.actor === `agent:${s.agentId}` && a.target === agent.id,
+      );
+      v(
+        `agent ${name} never received the async message of ${s.token}, acknowledged to its sender as sent, ` +
+          `and no outbox holds it${givenUp === undefined ? "" : ` (given up: ${JSON.stringify(givenUp.detail)})`}`,
+      );
     }
     for (const p of ackedPassages) {
       if (p.agentId !== agent.id) continue;
@@ -112,6 +158,15 @@ export async function checkDisk(
         );
     }
 
+    // Working memory within its limits, whatever ran at once.
+    const working = await disk.tiers.listWorking(agent.id);
+    const workingBytes = working.reduce((n, e) => n + e.size_bytes, 0);
+    if (working.length > WORKING_MEMORY_KEYS_PER_AGENT_MAX || workingBytes > WORKING_MEMORY_AGENT_BYTES_MAX)
+      v(
+        `agent ${name}: working memory holds ${working.length} keys and ${workingBytes} bytes, over its limits ` +
+          `(${WORKING_MEMORY_KEYS_PER_AGENT_MAX} keys, ${WORKING_MEMORY_AGENT_BYTES_MAX} bytes)`,
+      );
+
     // The register and the map, as the disk holds them now, join the histories.
     const scratch = blocks.find((b) => b.label === SCRATCH_BLOCK_LABEL);
     if (scratch !== undefined) registerReads.push({ agentId: agent.id, value: scratch.value });
@@ -123,6 +178,28 @@ export async function checkDisk(
       });
     }
   }
+  const conversationReads: {
+    ops: History["conversations"][number]["ops"];
+    summary: string | null;
+    ids: string[];
+  }[] = [];
+  for (const c of history.conversations) {
+    if (history.agentsById.get(c.agentId)?.deleteSent === true) continue;
+    const record = await disk.getConversation(c.id);
+    if (record === null) {
+      v(`conversation ${c.id} (acknowledged) is gone`);
+      continue;
+    }
+    conversationReads.push({ ops: c.ops, summary: record.summary, ids: record.in_context_message_ids });
+  }
+  for (const a of history.archives) {
+    const passages = await disk.tiers.listPassages([a.id], ALL);
+    for (const p of a.passages) {
+      if (!passages.some((x) => x.id === p.passageId))
+        v(`archive ${a.id}: acknowledged passage ${p.token} is missing`);
+    }
+  }
+  await checkImports(disk, history, v);
   const ret = history.tick();
   assert(
     registerReads.length + mapReads.length < 10_000,
@@ -138,6 +215,16 @@ export async function checkDisk(
       output: { kind: "read", value: r.value },
     });
   }
+  for (const r of conversationReads) {
+    r.ops.push({
+      id: history.nextOpId(),
+      client: client++,
+      call,
+      ret,
+      input: { kind: "read" },
+      output: { kind: "read", summary: r.summary, ids: r.ids },
+    });
+  }
   for (const r of mapReads) {
     history.kvOps.push({
       id: history.nextOpId(),
@@ -150,18 +237,52 @@ export async function checkDisk(
   }
 }
 
-/** Mailboxes and runs in flight on each live node are bounded by the requests it is serving. */
+/**
+ * Imports of the agent file: at most one agent per import (its retries carry one Idempotency-Key),
+ * none for a refused one, the acknowledged ones there, and each imported agent whole (its block
+ * and its message), never half an import.
+ */
+async function checkImports(disk: MemoryStorage, history: History, v: (text: string) => void): Promise<void> {
+  if (history.imports.length === 0) return;
+  const all = await disk.listAgents({ limit: 1_000_000, order: "asc" });
+  const agents = all.filter((a) => a.name.startsWith("af-"));
+  for (const imp of history.imports) {
+    const made = agents.filter((a) => a.name === imp.name);
+    // One Idempotency-Key should make that one agent; the key's record is not yet written with the
+    // import (a retry after a failed answer imports again), so the bound is the attempts delivered.
+    const delivered = history.deliveries.get(imp.name) ?? 0;
+    if (made.length > Math.max(1, delivered))
+      v(`import ${imp.name} made ${made.length} agents in ${delivered} attempt(s)`);
+    if (imp.outcome === "rejected" && made.length > 0) v(`import ${imp.name} was refused but made an agent`);
+    if (imp.outcome === "acked" && imp.agentIds.some((id) => !made.some((a) => a.id === id)))
+      v(`import ${imp.name} was acknowledged but its agent is missing`);
+    for (const agent of made) {
+      const blocks = await disk.getBlocks(agent.block_ids);
+      const messages = await disk.listMessages(agent.id, ALL);
+      if (!blocks.some((b) => b.label === IMPORTED_BLOCK_LABEL) || messages.length === 0)
+        v(`import ${imp.name} left half an agent (${blocks.length} blocks, ${messages.length} messages)`);
+    }
+  }
+}
+
+/**
+ * Mailboxes and runs in flight on each live node are bounded by the work it has: the requests it
+ * is serving and the async messages it is delivering (at most OUTBOX_SENDERS_DELIVERING_MAX at
+ * once), each with the turns it may call synchronously along a chain of agents.
+ */
 export function checkBounded(cluster: SimCluster, history: History, where: string): void {
   for (const node of cluster.liveNodes()) {
     if (node.kelpie === null) continue;
     const stats = node.services.runtime.stats();
-    if (stats.mailboxDepthTotal > node.inFlight) {
+    const work = node.inFlight + OUTBOX_SENDERS_DELIVERING_MAX;
+    const bound = work * (AGENT_CALL_DEPTH_MAX + 1);
+    if (stats.mailboxDepthTotal > bound) {
       history.violation(
-        `${where}: node n${node.id} holds ${stats.mailboxDepthTotal} ops in mailboxes but serves ${node.inFlight} requests`,
+        `${where}: node n${node.id} holds ${stats.mailboxDepthTotal} ops in mailboxes for ${node.inFlight} requests`,
       );
     }
     const runs = node.services.messages.activeRunsCount();
-    if (runs > node.inFlight)
+    if (runs > bound)
       history.violation(
         `${where}: node n${node.id} has ${runs} runs in flight for ${node.inFlight} requests`,
       );
@@ -188,4 +309,24 @@ export function checkHistories(history: History): void {
   });
   if (result.ok === false) history.violation(`working memory is not linearizable: ${result.reason}`);
   else if (result.ok === "unknown") history.violation(`working memory: ${result.reason}`);
+  // Working memory's limits: every put accepted or refused as a map with those limits would.
+  const limits = boundedMapModel({
+    keysMax: WORKING_MEMORY_KEYS_PER_AGENT_MAX,
+    bytesMax: WORKING_MEMORY_AGENT_BYTES_MAX,
+  });
+  for (const agent of history.agents) {
+    const ops = history.workingSizeOps.get(agent.id) ?? [];
+    if (agent.deleteSent || ops.length === 0) continue;
+    const sized = checkLinearizable(ops, limits, { budget: LINEARIZABILITY_BUDGET });
+    if (sized.ok === false)
+      history.violation(`working memory limits of ${agent.name} are not linearizable: ${sized.reason}`);
+    else if (sized.ok === "unknown")
+      history.violation(`working memory limits of ${agent.name}: ${sized.reason}`);
+  }
+  for (const c of history.conversations) {
+    if (history.agentsById.get(c.agentId)?.deleteSent === true) continue;
+    const conv = checkLinearizable(c.ops, conversationModel, { budget: LINEARIZABILITY_BUDGET });
+    if (conv.ok === false) history.violation(`conversation ${c.id} is not linearizable: ${conv.reason}`);
+    else if (conv.ok === "unknown") history.violation(`conversation ${c.id}: ${conv.reason}`);
+  }
 }

@@ -605,3 +605,95 @@ export const registerModel: Model<Scalar, RegisterInput, RegisterOutput> = {
     return `read() -> ${scalarText(output.value)}`;
   },
 };
+
+// A map with limits on its keys and total bytes (an agent's working memory): a put is accepted
+// when the map still fits its limits with it in, and rejected (taking no effect) otherwise. Only
+// sizes matter here; values are checked per key by the kv map model.
+
+export interface MapLimits {
+  keysMax: number;
+  bytesMax: number;
+}
+export type BoundedMapInput = { kind: "put"; key: string; sizeBytes: number };
+export type BoundedMapOutput = { kind: "put"; accepted: boolean };
+export type BoundedMapState = ReadonlyMap<string, number>;
+
+export function boundedMapModel(
+  limits: MapLimits,
+): Model<BoundedMapState, BoundedMapInput, BoundedMapOutput> {
+  const fits = (state: BoundedMapState, input: BoundedMapInput): boolean => {
+    let keys = 0;
+    let bytes = 0;
+    for (const [key, size] of state) {
+      if (key === input.key) continue;
+      keys++;
+      bytes += size;
+    }
+    return keys + 1 <= limits.keysMax && bytes + input.sizeBytes <= limits.bytesMax;
+  };
+  return {
+    init: () => new Map(),
+    step(state, input, output) {
+      const accepted = fits(state, input);
+      const next = accepted ? new Map(state).set(input.key, input.sizeBytes) : state;
+      if (output === undefined) return { ok: true, state: next };
+      return { ok: output.accepted === accepted, state: next };
+    },
+    key: (state) => JSON.stringify([...state].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
+    describe(input, output) {
+      const outcome = output === undefined ? "?" : output.accepted ? "accepted" : "rejected";
+      return `put(${JSON.stringify(input.key)}, ${input.sizeBytes} bytes) -> ${outcome}`;
+    },
+  };
+}
+
+// A conversation: its summary (a register) and its in-context message ids, which turns only add
+// to. PATCH writes the summary and answers the conversation; it must not lose an id (every id an
+// append put there before it is still there); a read likewise.
+
+export type ConversationInput =
+  | { kind: "append"; ids: readonly string[] }
+  | { kind: "write"; summary: Scalar }
+  | { kind: "read" };
+export type ConversationOutput =
+  | { kind: "append" }
+  | { kind: "write"; ids: readonly string[] }
+  | { kind: "read"; summary: Scalar; ids: readonly string[] };
+export interface ConversationState {
+  summary: Scalar;
+  ids: readonly string[];
+}
+
+export const conversationModel: Model<ConversationState, ConversationInput, ConversationOutput> = {
+  init: () => ({ summary: null, ids: [] }),
+  step(state, input, output) {
+    if (output !== undefined && output.kind !== input.kind) outputMismatch("conversation", input, output);
+    const keeps = (ids: readonly string[]) => state.ids.every((id) => ids.includes(id));
+    switch (input.kind) {
+      case "append": {
+        const ids = [...new Set([...state.ids, ...input.ids])].sort();
+        return { ok: true, state: { summary: state.summary, ids } };
+      }
+      case "write": {
+        const next = { summary: input.summary, ids: state.ids };
+        if (output === undefined || output.kind !== "write") return { ok: true, state: next };
+        return { ok: keeps(output.ids), state: next };
+      }
+      case "read": {
+        if (output === undefined || output.kind !== "read") return { ok: true, state };
+        return { ok: sameScalar(output.summary, state.summary) && keeps(output.ids), state };
+      }
+    }
+  },
+  key: (state) => JSON.stringify([state.summary, state.ids]),
+  describe(input, output) {
+    const pending = output === undefined ? " -> ?" : "";
+    if (input.kind === "append") return `append(${input.ids.length} ids)${pending}`;
+    if (input.kind === "write") {
+      const ids = output?.kind === "write" ? ` -> ${output.ids.length} ids` : pending;
+      return `write(${scalarText(input.summary)})${ids}`;
+    }
+    if (output === undefined || output.kind !== "read") return "read() -> ?";
+    return `read() -> ${scalarText(output.summary)}, ${output.ids.length} ids`;
+  },
+};

@@ -1,6 +1,9 @@
+import type { Rng } from "../core/rng.ts";
+import { type TurnAdmission, TurnGate, type TurnPass } from "../runtime/turn-gate.ts";
 // Planted bugs: test-only switches that break one guarantee each, to prove the simulation notices.
-// Each lives in a simulation layer (a storage wrapper, the disk, the request handler) and is off
-// unless named with --mutation; production code has no such switch.
+// Each lives in a simulation layer (a storage wrapper, the disk, the request handler, the random
+// source, the turn gate the simulator injects) and is off unless named with --mutation;
+// production code has no such switch.
 export const PLANTED_BUGS = [
   // The storage wrapper acknowledges an agent's (fenced) commit at once and writes it a moment
   // later (and drops it if that write fails or the node dies first).
@@ -20,6 +23,16 @@ export const PLANTED_BUGS = [
   "truncate_block_value",
   // Reads skip checksum verification, so a corrupt copy is served as if it were good.
   "skip_checksum_verify",
+  // Turns are let in at once instead of through the agent's turn gate (the simulator's own gate,
+  // injected at boot), so two turns sent to one agent interleave step by step.
+  "two_turns_interleaved",
+  // The storage wrapper commits an agent's step without its outbox entries and writes those a
+  // moment later (forgotten if that write fails or the node dies first): the model was told
+  // "Successfully sent message" before the message was committed anywhere.
+  "async_send_acked_before_commit",
+  // The node's seeded random source hands out a fresh fork of each concern's stream at every
+  // step, as forking per step would: the memory tool mints the same block id step after step.
+  "per_step_rng_fork",
 ] as const;
 export type PlantedBug = (typeof PLANTED_BUGS)[number];
 
@@ -35,6 +48,9 @@ export interface BugSwitches {
   loseLastCommitOnCrash: boolean;
   truncateBlockValue: boolean;
   skipChecksumVerify: boolean;
+  interleaveTurns: boolean;
+  outboxWriteBehind: boolean;
+  forkPerStep: boolean;
 }
 
 export function bugSwitches(bug: PlantedBug | null): BugSwitches {
@@ -46,5 +62,53 @@ export function bugSwitches(bug: PlantedBug | null): BugSwitches {
     loseLastCommitOnCrash: bug === "lose_acked_write_on_crash",
     truncateBlockValue: bug === "truncate_block_value",
     skipChecksumVerify: bug === "skip_checksum_verify",
+    interleaveTurns: bug === "two_turns_interleaved",
+    outboxWriteBehind: bug === "async_send_acked_before_commit",
+    forkPerStep: bug === "per_step_rng_fork",
   };
+}
+
+/** A node's random source with `per_step_rng_fork` planted: a fork's stream starts over whenever simulated time moved. */
+export class PerStepForkRng implements Rng {
+  constructor(
+    private readonly base: Rng,
+    private readonly nowMs: () => number,
+  ) {}
+
+  next(): number {
+    return this.base.next();
+  }
+
+  int(maxExclusive: number): number {
+    return this.base.int(maxExclusive);
+  }
+
+  uuid(): string {
+    return this.base.uuid();
+  }
+
+  fork(name: string): Rng {
+    let stream = this.base.fork(name);
+    let atMs = this.nowMs();
+    const current = (): Rng => {
+      if (this.nowMs() !== atMs) {
+        stream = this.base.fork(name);
+        atMs = this.nowMs();
+      }
+      return stream;
+    };
+    return {
+      next: () => current().next(),
+      int: (n) => current().int(n),
+      uuid: () => current().uuid(),
+      fork: (inner) => current().fork(inner),
+    };
+  }
+}
+
+/** The turn gate with `two_turns_interleaved` planted: every turn is let in at once. */
+export class OpenTurnGate extends TurnGate {
+  override admit(_admission: TurnAdmission): Promise<TurnPass> {
+    return Promise.resolve({ reentrant: true, release() {} });
+  }
 }

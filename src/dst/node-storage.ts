@@ -30,21 +30,13 @@ export const STORAGE_LATENCY_PROBABILITY = 0.5;
 export const STORAGE_LATENCY_MS_MAX = 400;
 /** Planted bug ack_before_commit: how long after its acknowledgement a commit really happens. */
 export const WRITE_BEHIND_MS = 300;
+/** How late the planted outbox bug writes a step's entries (the model was told "sent" long before). */
+export const OUTBOX_WRITE_BEHIND_MS = 3_000;
 /** Cut off from the database: the share of calls that fail (the rest hang until it heals). */
 export const DB_PARTITION_FAIL_PROBABILITY = 0.5;
 /** How long a call to an unreachable database takes to fail (a connect timeout). */
 export const DB_CONNECT_TIMEOUT_MS_MAX = 500;
 
-const TIER_WRITES = new Set([
-  "putArchive",
-  "deleteArchive",
-  "attachArchive",
-  "detachArchive",
-  "insertPassages",
-  "deletePassage",
-  "putWorking",
-  "deleteWorking",
-]);
 const CORE_WRITES = new Set(["commit", "acquireFence"]);
 const CLUSTER_WRITES = new Set(["registerNode", "heartbeat", "acquireLease", "releaseLease", "leave"]);
 const LIFECYCLE = new Set(["migrate", "close"]);
@@ -70,6 +62,7 @@ export interface NodeStorageDeps {
   dbPartition: () => Promise<void> | null;
   /** Planted bugs that live in this layer. */
   ackBeforeCommit: boolean;
+  outboxWriteBehind: boolean;
   skipChecksumVerify: boolean;
 }
 
@@ -137,7 +130,8 @@ export class NodeStorage {
         if (typeof value !== "function") return value;
         const name = String(prop);
         return (...args: unknown[]) =>
-          this.call(name, TIER_WRITES.has(name), false, () => value.apply(target, args));
+          // Reads only: archival and working memory are written through commit.
+          this.call(name, false, false, () => value.apply(target, args));
       },
     }) as MemoryTierStorage;
     this.storage = new Proxy(disk, {
@@ -161,6 +155,19 @@ export class NodeStorage {
   private commitBelow(mutations: Mutation[], options?: CommitOptions): Promise<void> {
     const disk = this.deps.disk;
     const origin = this.origin;
+    if (this.deps.outboxWriteBehind && mutations.some((m) => m.op === "put_outbox")) {
+      // Planted bug: the step commits without its outbox entries, which are written a moment
+      // later (and forgotten if that write fails or the node dies first).
+      const entries = mutations.filter((m) => m.op === "put_outbox");
+      this.deps.clock.setTimer(OUTBOX_WRITE_BEHIND_MS, () => {
+        disk.commitAs(origin, entries).catch(() => {});
+      });
+      return disk.commitAs(
+        origin,
+        mutations.filter((m) => m.op !== "put_outbox"),
+        options,
+      );
+    }
     if (!this.deps.ackBeforeCommit || options?.fence === undefined)
       return disk.commitAs(origin, mutations, options);
     // Planted bug: an agent's commit is acknowledged now and written later (and forgotten if that

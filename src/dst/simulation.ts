@@ -101,6 +101,7 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
     trace: line,
     bugs,
     llm: llmConfigFromEnv({ OPENAI_API_KEY: "dst-simulated" }),
+    violation: (text) => history.violation(text),
   });
   line(`seed ${options.seed}${options.bug ? ` bug ${options.bug}` : ""}`);
 
@@ -119,7 +120,7 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
       bugs,
       trace: line,
     });
-    forwards = () => workload.router.forwardsCount;
+    forwards = () => cluster.links.forwardsCount;
     let setupDone = false;
     void (async () => {
       for (let i = 0; i < AGENTS_INITIAL_COUNT; i++) await workload.createAgent(0);
@@ -209,9 +210,11 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
     if (!clientsDone.value) history.violation(`the clients were not done after ${RUN_SIMULATED_MS_MAX} ms`);
     await clients.catch((err: unknown) => history.violation(`a client failed: ${String(err)}`));
 
-    // Settle: no new faults, windows closed, partitions heal on their own schedule; a node comes up.
+    // Settle: no new faults, windows closed, clocks synced, partitions heal on their own schedule;
+    // a node comes up.
     cluster.faultsOn = false;
     for (const f of plan) faults.close(f.type);
+    cluster.syncClocks();
     line("settle");
     await scheduler.run({
       untilMs: scheduler.nowMs() + SETTLE_MS,
@@ -238,7 +241,7 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
           `at the end: node n${node.id} still holds ${stats.mailboxDepthTotal} ops (${node.inFlight} requests)`,
         );
     }
-    await checkDisk(disk.raw, history, "at the end", ++checkpoints);
+    await checkDisk(disk.raw, history, "at the end", ++checkpoints, true);
     checkHistories(history);
   } catch (err) {
     if (err instanceof StopEarly) line("stopped at the first violation");

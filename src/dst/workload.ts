@@ -6,12 +6,21 @@
 // clipped, limits ignored, a search missing an acknowledged passage) is checked at once.
 import type { Rng } from "../core/rng.ts";
 import type { SimCluster, SimNode } from "./cluster.ts";
-import type { History } from "./history.ts";
-import type { KvInput, KvOutput, Operation, RegisterInput, RegisterOutput } from "./linearizability.ts";
+import type { History, ImportFacts } from "./history.ts";
+import { serveHttp } from "./http.ts";
+import type {
+  BoundedMapInput,
+  ConversationInput,
+  ConversationOutput,
+  KvInput,
+  KvOutput,
+  Operation,
+  RegisterInput,
+  RegisterOutput,
+} from "./linearizability.ts";
 import type { BugSwitches } from "./mutations.ts";
 import type { SimNetwork } from "./network.ts";
 import { type Reply, type Request, SCRATCH_BLOCK_LIMIT_CHARS } from "./requests.ts";
-import { SimRouter } from "./routing.ts";
 import type { SimScheduler } from "./scheduler.ts";
 import { LOG_BLOCK_LABEL, type PlanStep, SCRATCH_BLOCK_LABEL } from "./sim-llm.ts";
 
@@ -21,6 +30,12 @@ export const CLIENT_SEND_TIMEOUT_MS = 10_000;
 export const CLIENT_THINK_MS_MAX = 400;
 export const CLIENT_BACKOFF_MS = 250;
 export const WORKING_KEYS = ["k0", "k1", "k2"] as const;
+/** Large working-memory puts sent at once to one agent, to keys f0..f<count-1>, this big each. */
+export const WORKING_FILL_BURST = 4;
+export const WORKING_FILL_KEYS_COUNT = 24;
+export const WORKING_FILL_VALUE_CHARS = 60_000;
+/** History client ids of concurrent connections start here (the checker's start at 1,000,000). */
+const BURST_CLIENT_BASE = 10_000;
 /** Agents deleted in one run at most, so most of the run works on live agents. */
 export const AGENT_DELETES_MAX = 2;
 
@@ -51,12 +66,10 @@ export class Workload {
   private deletes = 0;
   /** Requests waiting on each node, to reset when the node is partitioned away. */
   private readonly waiting = new Map<number, Set<() => void>>();
-  readonly router: SimRouter;
   /** Which node each attempt goes to (a stream of its own, so routing does not reshuffle the ops). */
   private readonly routeRng: Rng;
 
   constructor(private readonly deps: WorkloadDeps) {
-    this.router = new SimRouter(deps);
     this.routeRng = deps.rng.fork("route");
     deps.network.onPartition.push((nodeId) => {
       for (const reset of this.waiting.get(nodeId) ?? []) deps.scheduler.schedule(CONNECTION_RESET_MS, reset);
@@ -93,7 +106,8 @@ export class Workload {
       network.send({ client, node: node.id, toNode: true }, `${label} request`, () => {
         if (node.state === "dead" || node.state === "booting") return;
         node.inFlight++;
-        void this.router.handle(node, req, label).then((reply) => {
+        if ("token" in req) this.deps.history.delivered(req.token);
+        void serveHttp(node, req, this.deps.bugs).then((reply) => {
           node.inFlight--;
           if (node.state === "dead") return;
           network.send({ client, node: node.id, toNode: false }, `${label} reply`, () => {
@@ -168,13 +182,19 @@ export class Workload {
       const roll = rng.int(100);
       const agentId = this.pickAgent();
       if (agentId === null || roll < 3) await this.createAgent(client);
-      else if (roll < 33) await this.send(client, agentId);
-      else if (roll < 48) await this.blockWrite(client, agentId);
-      else if (roll < 60) await this.blockRead(client, agentId);
-      else if (roll < 70) await this.workingPut(client, agentId);
-      else if (roll < 80) await this.workingGet(client, agentId);
-      else if (roll < 88) await this.archivalInsert(client, agentId);
-      else if (roll < 95) await this.archivalSearch(client, agentId);
+      else if (roll < 26) await this.send(client, agentId);
+      else if (roll < 30) await this.concurrentSends(client, agentId);
+      else if (roll < 42) await this.blockWrite(client, agentId);
+      else if (roll < 52) await this.blockRead(client, agentId);
+      else if (roll < 59) await this.workingPut(client, agentId);
+      else if (roll < 65) await this.workingGet(client, agentId);
+      else if (roll < 70) await this.archivalInsert(client, agentId);
+      else if (roll < 74) await this.archivalSearch(client, agentId);
+      else if (roll < 79) await this.workingFill(client);
+      else if (roll < 81) await this.conversationCreate(client, agentId);
+      else if (roll < 88) await this.conversationOp(client);
+      else if (roll < 93) await this.archiveOp(client, agentId);
+      else if (roll < 95) await this.importAgent(client);
       else if (roll < 97 && this.deletes < AGENT_DELETES_MAX && this.deps.history.liveAgents().length > 2)
         await this.deleteAgent(client, agentId);
       else await this.blockRead(client, agentId);
@@ -209,6 +229,11 @@ export class Workload {
     return facts.id;
   }
 
+  /** Two sends to one agent at once (one client, two connections): two whole turns, one after the other. */
+  private async concurrentSends(client: number, agentId: string): Promise<void> {
+    await Promise.all([this.send(client, agentId), this.send(client, agentId)]);
+  }
+
   private async send(client: number, agentId: string): Promise<void> {
     const { history, rng } = this.deps;
     const opId = history.nextOpId();
@@ -217,15 +242,32 @@ export class Workload {
     if (rng.next() < 0.7) plan.push("append");
     if (rng.next() < 0.3) plan.push("archival");
     if (rng.next() < 0.3) plan.push("sandbox");
+    if (rng.next() < 0.25) plan.push("newblock");
+    // Another agent to message, synchronously (waiting for its answer) or through the outbox.
+    const others = history.liveAgents().filter((a) => a.id !== agentId);
+    const peer = others.length === 0 ? undefined : others[rng.int(others.length)]!.id;
+    if (peer !== undefined && rng.next() < 0.15) plan.push("ask");
+    if (peer !== undefined && rng.next() < 0.25) plan.push("tell");
     plan.push("send");
-    const reply = await this.execute(client, opId, { kind: "send", agentId, opId, token, plan }, () => {});
+    const req: Request = {
+      kind: "send",
+      agentId,
+      opId,
+      token,
+      plan,
+      ...(peer === undefined ? {} : { peer }),
+    };
+    const reply = await this.execute(client, opId, req, () => {});
     if (reply?.ok && reply.value.kind === "send") {
+      const { steps } = reply.value;
       history.ackedSends.push({
         agentId,
         token,
         messageIds: reply.value.messageIds,
-        appendOk: reply.value.steps.append === "success",
-        archivalOk: reply.value.steps.archival === "success",
+        appendOk: steps.append === "success",
+        archivalOk: steps.archival === "success",
+        newblockOk: steps.newblock === "success",
+        tellTo: steps.tell === "success" ? (peer ?? null) : null,
       });
     }
   }
@@ -312,12 +354,191 @@ export class Workload {
     const key = WORKING_KEYS[rng.int(WORKING_KEYS.length)]!;
     const value = `w${opId}`;
     const input: KvInput = { kind: "put", key: `${agentId}/${key}`, value };
-    await this.execute(
-      client,
-      opId,
-      { kind: "working_put", agentId, key, value },
-      this.kvRecord(client, input),
-    );
+    const kv = this.kvRecord(client, input);
+    const size = this.sizeRecord(client, agentId, key, value);
+    await this.execute(client, opId, { kind: "working_put", agentId, key, value }, (call, ret, reply) => {
+      size(call, ret, reply);
+      // A put the limits refused took no effect: no write in the values' history.
+      if (reply !== null && !reply.ok && isLimitRefusal(reply)) return;
+      kv(call, ret, reply);
+    });
+  }
+
+  /** Records a working-memory put by its size, for the limits (accepted, refused, or unknown). */
+  private sizeRecord(
+    client: number,
+    agentId: string,
+    key: string,
+    value: string,
+  ): (call: number, ret: number | null, reply: Reply | null) => void {
+    const { history } = this.deps;
+    const sizeBytes = Buffer.byteLength(JSON.stringify(value), "utf8") + Buffer.byteLength(key, "utf8");
+    return (call, ret, reply) => {
+      let ops = history.workingSizeOps.get(agentId);
+      if (ops === undefined) {
+        ops = [];
+        history.workingSizeOps.set(agentId, ops);
+      }
+      const input: BoundedMapInput = { kind: "put", key, sizeBytes };
+      const id = history.nextOpId();
+      if (reply?.ok) ops.push({ id, client, call, ret, input, output: { kind: "put", accepted: true } });
+      else if (reply !== null && !reply.ok && isLimitRefusal(reply))
+        ops.push({ id, client, call, ret: history.tick(), input, output: { kind: "put", accepted: false } });
+      else if (reply === null || reply.retryable) ops.push({ id, client, call, ret: null, input });
+    };
+  }
+
+  /**
+   * Working memory at its limits: a burst of large puts at once to one agent (the first live
+   * one, so its memory fills up within a run); some must be refused, none may overflow it.
+   */
+  private async workingFill(client: number): Promise<void> {
+    const { history, rng } = this.deps;
+    const agentId = history.liveAgents()[0]?.id;
+    if (agentId === undefined) return;
+    const burst = Array.from({ length: WORKING_FILL_BURST }, (_, i) => {
+      const opId = history.nextOpId();
+      // Each put of the burst is its own connection: in the histories, its own client.
+      const connection = BURST_CLIENT_BASE + client * WORKING_FILL_BURST + i;
+      const key = `f${rng.int(WORKING_FILL_KEYS_COUNT)}`;
+      const value = `w${opId}-${"x".repeat(WORKING_FILL_VALUE_CHARS)}`;
+      return this.execute(
+        client,
+        opId,
+        { kind: "working_fill", agentId, key, value },
+        this.sizeRecord(connection, agentId, key, value),
+      );
+    });
+    await Promise.all(burst);
+  }
+
+  private async conversationCreate(client: number, agentId: string): Promise<void> {
+    const { history } = this.deps;
+    const opId = history.nextOpId();
+    const summary = `c${opId}`;
+    let first: Operation<ConversationInput, ConversationOutput> | null = null;
+    const req: Request = { kind: "conv_create", agentId, summary };
+    const reply = await this.execute(client, opId, req, (call, ret, r) => {
+      if (r?.ok)
+        first = {
+          id: opId,
+          client,
+          call,
+          ret,
+          input: { kind: "write", summary },
+          output: { kind: "write", ids: [] },
+        };
+    });
+    if (reply?.ok && reply.value.kind === "conv_create" && first !== null)
+      history.conversations.push({ id: reply.value.conversationId, agentId, ops: [first] });
+  }
+
+  /** A PATCH, a read or a message to one of the conversations made so far. */
+  private async conversationOp(client: number): Promise<void> {
+    const { history, rng } = this.deps;
+    const live = history.conversations.filter((c) => history.agentsById.get(c.agentId)?.deleteSent !== true);
+    if (live.length === 0) return;
+    const conv = live[rng.int(live.length)]!;
+    const opId = history.nextOpId();
+    const roll = rng.int(3);
+    const push = (op: Omit<Operation<ConversationInput, ConversationOutput>, "id">) =>
+      conv.ops.push({ id: history.nextOpId(), ...op });
+    if (roll === 0) {
+      const summary = `s${opId}`;
+      const req: Request = { kind: "conv_patch", conversationId: conv.id, summary };
+      await this.execute(client, opId, req, (call, ret, reply) => {
+        if (reply !== null && !reply.ok && !reply.retryable) return; // definitely not applied
+        const input: ConversationInput = { kind: "write", summary };
+        if (ret !== null && reply?.ok && reply.value.kind === "conv_patch")
+          push({ client, call, ret, input, output: { kind: "write", ids: reply.value.contextIds } });
+        else push({ client, call, ret: null, input });
+      });
+    } else if (roll === 1) {
+      await this.execute(client, opId, { kind: "conv_get", conversationId: conv.id }, (call, ret, reply) => {
+        if (ret === null || !reply?.ok || reply.value.kind !== "conv_get") return;
+        const { summary, contextIds } = reply.value;
+        push({
+          client,
+          call,
+          ret,
+          input: { kind: "read" },
+          output: { kind: "read", summary, ids: contextIds },
+        });
+      });
+    } else {
+      const token = `t${opId}`;
+      const plan: PlanStep[] = rng.next() < 0.5 ? ["append", "send"] : ["send"];
+      const req: Request = { kind: "conv_send", conversationId: conv.id, opId, token, plan };
+      await this.execute(client, opId, req, (call, ret, reply) => {
+        if (ret !== null && reply?.ok && reply.value.kind === "conv_send")
+          push({
+            client,
+            call,
+            ret,
+            input: { kind: "append", ids: reply.value.messageIds },
+            output: { kind: "append" },
+          });
+        else push({ client, call, ret: null, input: { kind: "append", ids: [] } });
+      });
+    }
+  }
+
+  /** Archives of their own: made, filled with passages, attached to an agent, listed. */
+  private async archiveOp(client: number, agentId: string): Promise<void> {
+    const { history, rng } = this.deps;
+    const opId = history.nextOpId();
+    if (history.archives.length === 0 || rng.int(5) === 0) {
+      const req: Request = { kind: "archive_create", name: `dst-archive-${opId}` };
+      const reply = await this.execute(client, opId, req, () => {});
+      if (reply?.ok && reply.value.kind === "archive_create")
+        history.archives.push({ id: reply.value.archiveId, passages: [] });
+      return;
+    }
+    const archive = history.archives[rng.int(history.archives.length)]!;
+    const roll = rng.int(3);
+    if (roll === 0) {
+      const token = `t${opId}`;
+      let ackedAt = 0;
+      const req: Request = { kind: "archive_insert", archiveId: archive.id, token };
+      const reply = await this.execute(client, opId, req, (_c, ret) => {
+        if (ret !== null) ackedAt = ret;
+      });
+      if (reply?.ok && reply.value.kind === "archive_insert")
+        archive.passages.push({ token, passageId: reply.value.passageId, ackedAt });
+    } else if (roll === 1) {
+      await this.execute(client, opId, { kind: "archive_attach", agentId, archiveId: archive.id }, () => {});
+    } else {
+      await this.execute(
+        client,
+        opId,
+        { kind: "archive_list", archiveId: archive.id },
+        (call, ret, reply) => {
+          if (ret === null || !reply?.ok || reply.value.kind !== "archive_list") return;
+          const { texts } = reply.value;
+          for (const p of archive.passages) {
+            if (p.ackedAt < call && !texts.includes(`passage ${p.token}`))
+              history.violation(
+                `op${opId}: archive ${archive.id} lists no passage ${p.token}, acknowledged before the list was called`,
+              );
+          }
+        },
+      );
+    }
+  }
+
+  /** Imports the small agent file under an Idempotency-Key (its retries must not import it twice). */
+  private async importAgent(client: number): Promise<void> {
+    const { history } = this.deps;
+    const opId = history.nextOpId();
+    const name = `af-${opId}`;
+    const facts: ImportFacts = { name, outcome: "unknown", agentIds: [] };
+    history.imports.push(facts);
+    const req: Request = { kind: "import_agent", name, idempotencyKey: `import-${opId}`, token: name };
+    const reply = await this.execute(client, opId, req, () => {});
+    if (reply?.ok && reply.value.kind === "import_agent") {
+      facts.outcome = "acked";
+      facts.agentIds = reply.value.agentIds;
+    } else if (reply !== null && !reply.ok && !reply.retryable) facts.outcome = "rejected";
   }
 
   private async workingGet(client: number, agentId: string): Promise<void> {
@@ -354,8 +575,15 @@ export class Workload {
         if (!/^passage t\d+$/.test(text))
           history.violation(`op${opId} ${name}: search returned a malformed passage '${text}'`);
       }
-      // Acknowledged before this search was called: the search must see it.
-      if (target !== null && target.ackedAt < call && !reply.value.texts.includes(`passage ${token}`)) {
+      // Acknowledged before this search was called: the search must see it, unless the agent's
+      // delete (which takes its archives along) was sent before the search answered.
+      const deleting = history.agentsById.get(agentId)?.deleteSent === true;
+      if (
+        target !== null &&
+        !deleting &&
+        target.ackedAt < call &&
+        !reply.value.texts.includes(`passage ${token}`)
+      ) {
         history.violation(
           `op${opId} ${name}: search for ${token} missed a passage acknowledged before it was called`,
         );
@@ -372,6 +600,11 @@ export class Workload {
     const reply = await this.execute(client, opId, { kind: "delete_agent", agentId }, () => {});
     if (reply?.ok) facts.deleteAcked = true;
   }
+}
+
+/** A put the working-memory limits refused (keys or bytes per agent): a definite no. */
+export function isLimitRefusal(reply: Reply): boolean {
+  return !reply.ok && !reply.retryable && /working memory of agent|limit/i.test(reply.message);
 }
 
 function summary(reply: Reply): string {

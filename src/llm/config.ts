@@ -59,6 +59,16 @@ function urlFromEnv(env: NodeJS.ProcessEnv, name: string): string | undefined {
   return normalizeUrl(value);
 }
 
+/** Every base URL the operator configured (or the public default): the egress policy trusts these. */
+export function configuredBaseUrls(config: LlmProvidersConfig): string[] {
+  return [
+    config.openai.baseUrl,
+    config.anthropic.baseUrl,
+    config.ollama.baseUrl,
+    config.openaiCompatible.baseUrl,
+  ].filter((u): u is string => u !== undefined);
+}
+
 export function llmConfigFromEnv(env: NodeJS.ProcessEnv): LlmProvidersConfig {
   const ollamaBaseUrl = urlFromEnv(env, "OLLAMA_BASE_URL");
   return {

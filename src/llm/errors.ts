@@ -1,6 +1,7 @@
 // How an LLM call failed, as data: adapters turn their SDK's errors into an LlmCallError, and the
 // retry policy (retry.ts) decides from `failure` alone whether another attempt can help.
 import { KelpieError } from "../core/errors.ts";
+import { egressRefusalIn } from "../net/egress.ts";
 
 export type LlmFailure =
   | {
@@ -79,6 +80,9 @@ export function toLlmError(
 ): unknown {
   if (signal.aborted) return cancelledError(provider);
   if (err instanceof KelpieError) return err;
+  // The SDK wraps what its fetch threw as a connection error; a refused endpoint is not one (no retry).
+  const refusal = egressRefusalIn(err);
+  if (refusal !== undefined) return refusal;
   const known = failureOf(err);
   if (known === undefined) return err;
   return new LlmCallError(provider, known.failure, known.detail, { cause: err });

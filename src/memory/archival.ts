@@ -1,7 +1,8 @@
 // Archival memory: archives of passages, each embedded by its archive's model, found by hybrid
-// search — a vector index (exact or HNSW) and the engine's full-text index, fused by reciprocal
-// rank. An agent's own archive is made the first time it archives something; other archives can
-// be shared by attaching them to several agents.
+// search — a vector index (exact or HNSW) and the engine's full-text index, fused by weighted
+// reciprocal rank that also weighs names and neighbouring passages (fusion.ts). An agent's own
+// archive is made the first time it archives something; other archives can be shared by
+// attaching them to several agents.
 import { assert } from "../core/assert.ts";
 import {
   ARCHIVAL_SEARCH_TOP_K_MAX,
@@ -12,9 +13,12 @@ import {
 } from "../core/constants.ts";
 import type { Env } from "../core/env.ts";
 import { invalidField, KelpieError, notFound } from "../core/errors.ts";
+import { checkMetadata, checkName } from "../core/field-limits.ts";
 import { newId } from "../core/ids.ts";
-import type { ArchiveRecord, PassageListQuery, PassageRecord } from "../storage/types.ts";
+import type { Runtime } from "../runtime/runtime.ts";
+import type { ArchiveRecord, Fence, Mutation, PassageListQuery, PassageRecord } from "../storage/types.ts";
 import { type Embedder, type Embedders, localEmbeddingConfig } from "./embedders.ts";
+import { fuse } from "./fusion.ts";
 import { IndexStore } from "./index-store.ts";
 import {
   HNSW_PASSAGES_MIN,
@@ -24,8 +28,6 @@ import {
   VectorIndex,
 } from "./vector-index.ts";
 
-/** Reciprocal rank fusion constant (Cormack et al.): damps the weight of the very top ranks. */
-const RRF_K = 60;
 /** Each half of a hybrid search contributes this many candidates per wanted result. */
 const HYBRID_CANDIDATES_PER_RESULT = 4;
 const HYBRID_CANDIDATES_MIN = 32;
@@ -43,6 +45,8 @@ export interface ArchivalOptions {
   indexDir?: string | undefined;
   /** Passages from which an archive's index is an HNSW graph (tests lower it). */
   hnswMin?: number | undefined;
+  /** The agents' mailboxes, where writes to an agent's archives run (servers; bare services lack it). */
+  runtime?: Pick<Runtime, "invoke"> | undefined;
 }
 
 /** What happened to archive indexes since start (tests and operators read it). */
@@ -96,6 +100,7 @@ export class ArchivalService {
   private readonly indexes = new Map<string, LoadedIndex>();
   private readonly store: IndexStore | null;
   private readonly hnswMin: number;
+  private readonly runtime: Pick<Runtime, "invoke"> | undefined;
   readonly indexStats: IndexPersistenceStats = {
     built: 0,
     loaded: 0,
@@ -111,6 +116,7 @@ export class ArchivalService {
   ) {
     this.store = options.indexDir === undefined ? null : new IndexStore(options.indexDir);
     this.hnswMin = options.hnswMin ?? HNSW_PASSAGES_MIN;
+    this.runtime = options.runtime;
     assert(Number.isInteger(this.hnswMin) && this.hnswMin > 0, "hnswMin must be a positive integer");
   }
 
@@ -118,16 +124,46 @@ export class ArchivalService {
     return this.env.storage.tiers;
   }
 
+  /**
+   * Runs an agent-scoped write with the agent's fence: with `fence` the caller already runs in
+   * the agent's mailbox, else the write is queued there.
+   */
+  inMailbox<T>(agentId: string, fence: Fence | undefined, op: (fence: Fence) => Promise<T>): Promise<T> {
+    if (fence !== undefined) return op(fence);
+    assert(this.runtime !== undefined, "agent-scoped archival writes need the runtime");
+    return this.runtime.invoke(agentId, (ctx) => op(ctx.fence), "archival_write");
+  }
+
   // --- archives ---------------------------------------------------------------------------
 
   /** A new archive embedded by the given config's model, or the local one when this server lacks it. */
-  async createArchive(input: {
-    name: string;
-    description?: string | null | undefined;
-    embedding_config?: Record<string, unknown> | null | undefined;
-    metadata?: Record<string, unknown> | null | undefined;
-    owner_agent_id?: string | null;
-  }): Promise<ArchiveRecord> {
+  async createArchive(
+    input: {
+      name: string;
+      description?: string | null | undefined;
+      embedding_config?: Record<string, unknown> | null | undefined;
+      metadata?: Record<string, unknown> | null | undefined;
+      owner_agent_id?: string | null;
+    },
+    loc: (string | number)[] = ["body"],
+  ): Promise<ArchiveRecord> {
+    const archive = this.newArchive(input, loc);
+    await this.env.storage.commit([{ op: "put_archive", archive, create: true }]);
+    return archive;
+  }
+
+  private newArchive(
+    input: {
+      name: string;
+      description?: string | null | undefined;
+      embedding_config?: Record<string, unknown> | null | undefined;
+      metadata?: Record<string, unknown> | null | undefined;
+      owner_agent_id?: string | null;
+    },
+    loc: (string | number)[],
+  ): ArchiveRecord {
+    checkName(input.name, [...loc, "name"]);
+    checkMetadata(input.metadata, [...loc, "metadata"]);
     const now = this.env.clock.nowMs();
     const wanted = input.embedding_config ?? localEmbeddingConfig();
     const archive: ArchiveRecord = {
@@ -140,7 +176,6 @@ export class ArchivalService {
       created_at_ms: now,
       updated_at_ms: now,
     };
-    await this.tiers.putArchive(archive, true);
     return archive;
   }
 
@@ -154,39 +189,70 @@ export class ArchivalService {
     id: string,
     patch: { name?: string | null; description?: string | null },
   ): Promise<ArchiveRecord> {
-    const archive = await this.getArchive(id);
-    const next: ArchiveRecord = {
-      ...archive,
-      ...(patch.name != null ? { name: patch.name } : {}),
-      ...(patch.description !== undefined ? { description: patch.description } : {}),
-      updated_at_ms: this.env.clock.nowMs(),
-    };
-    await this.tiers.putArchive(next, false);
-    return next;
+    checkName(patch.name, ["body", "name"]);
+    // Only the patched fields: two PATCHes at once each keep the other's change.
+    await this.env.storage.commit([
+      {
+        op: "patch_archive",
+        archive_id: id,
+        ...(patch.name != null ? { name: patch.name } : {}),
+        ...(patch.description !== undefined ? { description: patch.description } : {}),
+        updated_at_ms: this.env.clock.nowMs(),
+      },
+    ]);
+    return this.getArchive(id);
   }
 
   async deleteArchive(id: string): Promise<void> {
-    await this.tiers.deleteArchive(id);
-    this.indexes.delete(id);
-    this.store?.remove(id);
+    await this.env.storage.commit([{ op: "delete_archive", archive_id: id }]);
+    this.forgetIndexes([id]);
   }
 
-  /** The agent's own archive; made (and attached) on first use when `create`. */
-  async agentArchive(agentId: string, create: true): Promise<ArchiveRecord>;
-  async agentArchive(agentId: string, create: false): Promise<ArchiveRecord | null>;
-  async agentArchive(agentId: string, create: boolean): Promise<ArchiveRecord | null> {
+  /** Drops the in-memory and saved indexes of archives that were deleted. */
+  forgetIndexes(archiveIds: string[]): void {
+    for (const id of archiveIds) {
+      this.indexes.delete(id);
+      this.store?.remove(id);
+    }
+  }
+
+  /** The agent's own archive (or its first attached one), or null. */
+  async agentArchive(agentId: string): Promise<ArchiveRecord | null> {
     const attached = await this.tiers.listAgentArchives(agentId);
-    const own = attached.find((a) => a.owner_agent_id === agentId) ?? attached[0];
-    if (own !== undefined || !create) return own ?? null;
-    const agent = await this.env.storage.getAgent(agentId);
-    if (agent === null) throw notFound("agent", agentId);
-    const archive = await this.createArchive({
-      name: `${agent.name} archive`,
-      embedding_config: agent.embedding_config,
-      owner_agent_id: agentId,
+    return attached.find((a) => a.owner_agent_id === agentId) ?? attached[0] ?? null;
+  }
+
+  /** The agent's own archive, made and attached in one commit on first use, in its mailbox. */
+  async ensureAgentArchive(agentId: string, fence?: Fence): Promise<ArchiveRecord> {
+    const found = await this.agentArchive(agentId);
+    if (found !== null) return found;
+    return this.inMailbox(agentId, fence, async (f) => {
+      const again = await this.agentArchive(agentId);
+      if (again !== null) return again;
+      const agent = await this.env.storage.getAgent(agentId);
+      if (agent === null) throw notFound("agent", agentId);
+      const archive = this.newArchive(
+        { name: `${agent.name} archive`, embedding_config: agent.embedding_config, owner_agent_id: agentId },
+        ["body"],
+      );
+      await this.env.storage.commit(
+        [
+          { op: "put_archive", archive, create: true },
+          { op: "attach_archive", agent_id: agentId, archive_id: archive.id },
+        ],
+        { fence: f },
+      );
+      return archive;
     });
-    await this.tiers.attachArchive(agentId, archive.id);
-    return archive;
+  }
+
+  /** Attaches or detaches an archive, in the agent's mailbox. */
+  async relation(agentId: string, archiveId: string, action: "attach" | "detach"): Promise<void> {
+    await this.inMailbox(agentId, undefined, (fence) =>
+      this.env.storage.commit([{ op: `${action}_archive`, agent_id: agentId, archive_id: archiveId }], {
+        fence,
+      }),
+    );
   }
 
   /** The archives an agent made for itself (deleted with it unless another agent uses them). */
@@ -196,11 +262,14 @@ export class ArchivalService {
       .map((a) => a.id);
   }
 
-  /** Deletes those of the archives no agent is attached to any more. */
-  async dropOrphans(archiveIds: string[]): Promise<void> {
-    for (const id of archiveIds) {
-      if ((await this.tiers.listArchiveAgentIds(id)).length === 0) await this.deleteArchive(id);
-    }
+  /**
+   * After a commit that carried delete_unattached_archives: forgets the indexes of those of the
+   * archives that are gone.
+   */
+  async forgetDeleted(archiveIds: string[]): Promise<void> {
+    const gone: string[] = [];
+    for (const id of archiveIds) if ((await this.tiers.getArchive(id)) === null) gone.push(id);
+    this.forgetIndexes(gone);
   }
 
   /** Ids of every archive whose passages the agent sees. */
@@ -229,6 +298,7 @@ export class ArchivalService {
         throw invalidField([...loc, "tags", i], `must be a string of 1 to ${TAG_LENGTH_MAX} characters`);
       }
     }
+    checkMetadata(input.metadata, [...loc, "metadata"]);
   }
 
   /** Embeds and stores passages in one archive, in one transaction; indexes them once durable. */
@@ -236,6 +306,7 @@ export class ArchivalService {
     archiveId: string,
     inputs: PassageInput[],
     loc: (string | number)[] = ["body"],
+    commit: (m: Mutation[]) => Promise<void> = (m) => this.env.storage.commit(m),
   ): Promise<PassageRecord[]> {
     if (inputs.length === 0) return [];
     if (inputs.length > PASSAGES_PER_BATCH_MAX) {
@@ -265,13 +336,17 @@ export class ArchivalService {
         `embedding model ${this.embedder(archive).handle} returned vectors of mixed sizes`,
       );
     }
-    const seqs = await this.tiers.insertPassages(rows);
+    await commit([{ op: "insert_passages", rows }]);
+    // Indexed once durable, by the seqs the engine gave them (a passage deleted meanwhile is left out).
     const loaded = this.indexes.get(archiveId);
     if (loaded !== undefined) {
       await loaded.ready;
+      const bySeq = await this.tiers.passageSeqs(rows.map((r) => r.passage.id));
+      const seqs = [...bySeq.values()];
+      const present = rows.filter((r) => bySeq.has(r.passage.id));
       this.indexOf(archiveId, dim).add(
-        rows.map((r, i) => ({
-          seq: seqs[i]!,
+        present.map((r) => ({
+          seq: bySeq.get(r.passage.id)!,
           created_at_ms: r.passage.created_at_ms,
           tags: r.passage.tags,
           vector: r.vector,
@@ -284,20 +359,41 @@ export class ArchivalService {
     return rows.map((r) => r.passage);
   }
 
-  /** Inserts into the agent's own archive (made on first use). */
-  async insertForAgent(agentId: string, input: PassageInput): Promise<PassageRecord[]> {
-    const archive = await this.agentArchive(agentId, true);
-    return this.insert(archive.id, [input]);
+  /**
+   * Inserts into the agent's own archive (made on first use): embedded outside the agent's
+   * mailbox (it may take a while), committed inside it with the agent's fence.
+   */
+  async insertForAgent(agentId: string, input: PassageInput, fence?: Fence): Promise<PassageRecord[]> {
+    const archive = await this.ensureAgentArchive(agentId, fence);
+    return this.insert(archive.id, [input], ["body"], (m) =>
+      this.inMailbox(agentId, fence, (f) => this.env.storage.commit(m, { fence: f })),
+    );
   }
 
-  /** Deletes a passage; with `archiveIds`, only one inside them (else NOT_FOUND). */
-  async deletePassage(passageId: string, archiveIds?: string[]): Promise<void> {
-    const passage = await this.tiers.getPassage(passageId);
-    if (passage === null || (archiveIds !== undefined && !archiveIds.includes(passage.archive_id))) {
-      throw new KelpieError("NOT_FOUND", `Passage ${passageId} not found`);
-    }
-    const gone = await this.tiers.deletePassage(passageId);
-    if (gone === null) throw new KelpieError("NOT_FOUND", `Passage ${passageId} not found`);
+  /**
+   * Deletes a passage; with `agentId`, only one in the archives that agent sees, in its mailbox;
+   * with `archiveId`, only one of that archive (else NOT_FOUND).
+   */
+  async deletePassage(
+    passageId: string,
+    scope: { agentId?: string; archiveId?: string } = {},
+  ): Promise<void> {
+    const { agentId, archiveId } = scope;
+    const remove = async (fence: Fence | undefined): Promise<{ seq: number; archive_id: string }> => {
+      const passage = await this.tiers.getPassage(passageId);
+      const seq = (await this.tiers.passageSeqs([passageId])).get(passageId);
+      const within =
+        passage !== null &&
+        (archiveId === undefined || passage.archive_id === archiveId) &&
+        (agentId === undefined || (await this.agentArchiveIds(agentId)).includes(passage.archive_id));
+      if (passage === null || seq === undefined || !within) {
+        throw new KelpieError("NOT_FOUND", `Passage ${passageId} not found`);
+      }
+      await this.env.storage.commit([{ op: "delete_passage", passage_id: passageId }], { fence });
+      return { seq, archive_id: passage.archive_id };
+    };
+    const gone =
+      agentId === undefined ? await remove(undefined) : await this.inMailbox(agentId, undefined, remove);
     const loaded = this.indexes.get(gone.archive_id);
     if (loaded !== undefined) {
       await loaded.ready;
@@ -518,7 +614,7 @@ export class ArchivalService {
 
   /**
    * Hybrid search over some archives: each archive's vector index and the full-text index each
-   * propose candidates that pass the filters; reciprocal rank fusion orders their union.
+   * propose candidates that pass the filters; fusion.ts orders their union.
    */
   async search(archiveIds: string[], q: ArchivalQuery): Promise<ArchivalHit[]> {
     if (!Number.isInteger(q.topK) || q.topK < 1 || q.topK > ARCHIVAL_SEARCH_TOP_K_MAX) {
@@ -565,16 +661,7 @@ export class ArchivalService {
       return meta != null && matchesFilter(meta, filter);
     });
 
-    const fused = new Map<number, { score: number; vector_score: number | null; text_rank: number | null }>();
-    vectorHits.slice(0, candidates).forEach((hit, rank) => {
-      fused.set(hit.seq, { score: 1 / (RRF_K + rank + 1), vector_score: hit.score, text_rank: null });
-    });
-    textRanked.slice(0, candidates).forEach((seq, rank) => {
-      const entry = fused.get(seq) ?? { score: 0, vector_score: null, text_rank: null };
-      entry.score += 1 / (RRF_K + rank + 1);
-      entry.text_rank = rank + 1;
-      fused.set(seq, entry);
-    });
+    const fused = fuse(q.query, vectorHits.slice(0, candidates), textRanked.slice(0, candidates), passages);
     return [...fused.entries()]
       .filter(([seq]) => passages.has(seq))
       .sort((a, b) => b[1].score - a[1].score || a[0] - b[0])

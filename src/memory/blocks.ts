@@ -6,6 +6,7 @@ import {
   BLOCK_LIMIT_CHARS_MAX,
 } from "../core/constants.ts";
 import { invalidField, KelpieError } from "../core/errors.ts";
+import { checkMetadata, checkName, checkTags } from "../core/field-limits.ts";
 import { newId } from "../core/ids.ts";
 import type { Rng } from "../core/rng.ts";
 import type { BlockRecord } from "../storage/types.ts";
@@ -31,6 +32,9 @@ export function checkBlock(block: BlockRecord, loc: (string | number)[]): void {
   if (block.label.length > BLOCK_LABEL_LENGTH_MAX) {
     throw invalidField([...loc, "label"], `must be at most ${BLOCK_LABEL_LENGTH_MAX} characters`);
   }
+  checkName(block.template_name, [...loc, "template_name"]);
+  checkMetadata(block.metadata, [...loc, "metadata"]);
+  checkTags(block.tags, [...loc, "tags"]);
   if (!Number.isInteger(block.limit) || block.limit < 1 || block.limit > BLOCK_LIMIT_CHARS_MAX) {
     throw invalidField([...loc, "limit"], `must be an integer from 1 to ${BLOCK_LIMIT_CHARS_MAX}`);
   }

@@ -9,7 +9,8 @@ import {
 } from "../core/constants.ts";
 import type { Env } from "../core/env.ts";
 import { invalidField, KelpieError, notFound } from "../core/errors.ts";
-import type { WorkingMemoryEntry } from "../storage/types.ts";
+import type { Runtime } from "../runtime/runtime.ts";
+import type { Fence, Mutation, WorkingMemoryEntry } from "../storage/types.ts";
 
 export interface WorkingPut {
   value: unknown;
@@ -17,8 +18,35 @@ export interface WorkingPut {
   ttl_ms?: number | null | undefined;
 }
 
+/** The limits put_working carries to the engine, which checks them inside the writing transaction. */
+export const WORKING_MEMORY_LIMITS = {
+  keys_max: WORKING_MEMORY_KEYS_PER_AGENT_MAX,
+  bytes_max: WORKING_MEMORY_AGENT_BYTES_MAX,
+} as const;
+
 export class WorkingMemoryService {
-  constructor(private readonly env: Env) {}
+  constructor(
+    private readonly env: Env,
+    private readonly runtime: Runtime,
+  ) {}
+
+  /**
+   * Commits an agent's working-memory change: with `fence`, the caller already runs inside the
+   * agent's mailbox (a turn); without, it is queued there. Either way the commit is fenced.
+   */
+  private write<T>(
+    agentId: string,
+    fence: Fence | undefined,
+    change: () => Promise<{ m: Mutation; out: T }>,
+  ) {
+    const run = async (f: Fence): Promise<T> => {
+      const { m, out } = await change();
+      await this.env.storage.commit([m], { fence: f });
+      return out;
+    };
+    if (fence !== undefined) return run(fence);
+    return this.runtime.invoke(agentId, (ctx) => run(ctx.fence), "working_memory");
+  }
 
   private checkKey(key: string, loc: (string | number)[]): void {
     if (typeof key !== "string" || key.length === 0 || key.length > WORKING_MEMORY_KEY_CHARS_MAX) {
@@ -52,6 +80,7 @@ export class WorkingMemoryService {
     key: string,
     input: WorkingPut,
     loc: (string | number)[] = ["body"],
+    fence?: Fence,
   ): Promise<WorkingMemoryEntry> {
     this.checkKey(key, ["path", "key"]);
     if (input.value === undefined) throw invalidField([...loc, "value"], "field required", "missing");
@@ -67,42 +96,29 @@ export class WorkingMemoryService {
         `is ${size} bytes; a working-memory entry holds at most ${WORKING_MEMORY_VALUE_BYTES_MAX}`,
       );
     }
-    await this.requireAgent(agentId);
-    const entries = await this.list(agentId);
-    const others = entries.filter((e) => e.key !== key);
-    if (others.length >= WORKING_MEMORY_KEYS_PER_AGENT_MAX) {
-      throw new KelpieError(
-        "BAD_REQUEST",
-        `working memory of agent ${agentId} holds ${others.length} keys, the most allowed (${WORKING_MEMORY_KEYS_PER_AGENT_MAX}); delete some first`,
-      );
-    }
-    const total = others.reduce((n, e) => n + e.size_bytes, 0) + size;
-    if (total > WORKING_MEMORY_AGENT_BYTES_MAX) {
-      throw new KelpieError(
-        "BAD_REQUEST",
-        `working memory of agent ${agentId} would hold ${total} bytes, over its limit of ${WORKING_MEMORY_AGENT_BYTES_MAX}; delete some keys first`,
-      );
-    }
-    const now = this.env.clock.nowMs();
-    const entry: WorkingMemoryEntry = {
-      agent_id: agentId,
-      key,
-      value: input.value,
-      size_bytes: size,
-      expires_at_ms: ttl == null ? null : now + ttl,
-      updated_at_ms: now,
-    };
-    await this.env.storage.tiers.putWorking(entry);
-    return entry;
+    return this.write(agentId, fence, async () => {
+      const now = this.env.clock.nowMs();
+      const entry: WorkingMemoryEntry = {
+        agent_id: agentId,
+        key,
+        value: input.value,
+        size_bytes: size,
+        expires_at_ms: ttl == null ? null : now + ttl,
+        updated_at_ms: now,
+      };
+      // The key and byte limits are checked by the engine, in the transaction that writes.
+      return { m: { op: "put_working", entry, limits: WORKING_MEMORY_LIMITS }, out: entry };
+    });
   }
 
   /** Whether a live entry was there. */
-  async delete(agentId: string, key: string): Promise<boolean> {
+  async delete(agentId: string, key: string, fence?: Fence): Promise<boolean> {
     this.checkKey(key, ["path", "key"]);
-    await this.requireAgent(agentId);
-    const entry = await this.env.storage.tiers.getWorking(agentId, key);
-    await this.env.storage.tiers.deleteWorking(agentId, key);
-    return this.live(entry);
+    return this.write(agentId, fence, async () => {
+      // Read inside the mailbox: no other write to this agent's working memory comes between.
+      const entry = await this.env.storage.tiers.getWorking(agentId, key);
+      return { m: { op: "delete_working", agent_id: agentId, key }, out: this.live(entry) };
+    });
   }
 
   /** Bytes per agent, for the memory gauge. */

@@ -169,6 +169,24 @@ export class KelpieMetrics {
     });
   }
 
+  /** Registers where the outbox dispatcher's counts come from (async messages between agents). */
+  registerOutbox(
+    stats: () => { deliveredTotal: number; retriedTotal: number; undeliverableTotal: number },
+  ): void {
+    new client.Gauge({
+      name: "kelpie_outbox_deliveries_total",
+      help: "Async messages between agents by this node's outbox dispatcher since start: delivered, failed and to be retried, or given up (audited as outbox.undeliverable).",
+      labelNames: ["outcome"],
+      registers: [this.registry],
+      collect() {
+        const s = stats();
+        this.set({ outcome: "delivered" }, s.deliveredTotal);
+        this.set({ outcome: "retried" }, s.retriedTotal);
+        this.set({ outcome: "undeliverable" }, s.undeliverableTotal);
+      },
+    });
+  }
+
   /** Registers where a memory tier's size comes from (core is registered at start). */
   registerTier(tier: MemoryTier, provider: TierBytesProvider): void {
     this.tiers.set(tier, provider);

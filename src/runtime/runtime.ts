@@ -24,6 +24,9 @@ export interface TurnContext {
 
 export type Op<T> = (ctx: TurnContext) => Promise<T>;
 
+/** Runs once per activation, under its fencing token, before the first op (repairs what a dead activation left). */
+export type ActivationHook = (ctx: TurnContext) => Promise<void>;
+
 interface Envelope {
   run: Op<unknown>;
   operation: string;
@@ -71,6 +74,7 @@ export class Runtime {
   private readonly telemetry: Telemetry;
   private readonly activations = new Map<string, Activation>();
   private sweepTimer: Timer | null = null;
+  private activationHook: ActivationHook | null = null;
   private stopping = false;
   private readonly counters = {
     activationsTotal: 0,
@@ -88,6 +92,11 @@ export class Runtime {
     this.telemetry = options.telemetry ?? NO_TELEMETRY;
     assert(this.idleTimeoutMs > 0, "idle timeout must be positive");
     assert(this.mailboxDepthMax > 0, "mailbox depth must be positive");
+  }
+
+  /** Sets the hook every new activation runs before its first op; its failure fails the activation. */
+  onActivate(hook: ActivationHook): void {
+    this.activationHook = hook;
   }
 
   /** Starts the idle sweep. */
@@ -171,20 +180,35 @@ export class Runtime {
   private async activate(activation: Activation): Promise<void> {
     const agent = await this.storage.getAgent(activation.agentId);
     if (agent === null) throw notFound("agent", activation.agentId);
-    activation.token = await this.placement.acquire(activation.agentId);
-    assert(activation.token > 0, "fencing tokens start at 1");
+    const token = await this.placement.acquire(activation.agentId);
+    assert(token > 0, "fencing tokens start at 1");
+    // Held from here (heartbeats renew it), though not counted as an activation until the hook is done.
+    activation.token = token;
+    if (this.activationHook !== null) {
+      try {
+        await this.activationHook(this.context(activation, token));
+      } catch (err) {
+        activation.token = 0;
+        void this.placement.release(activation.agentId, token);
+        throw err;
+      }
+    }
     this.counters.activationsTotal++;
   }
 
-  private async runOne(activation: Activation, envelope: Envelope): Promise<void> {
-    const ctx: TurnContext = {
+  private context(activation: Activation, token: number): TurnContext {
+    return {
       agentId: activation.agentId,
-      fencingToken: activation.token,
-      fence: { agent_id: activation.agentId, token: activation.token },
+      fencingToken: token,
+      fence: { agent_id: activation.agentId, token },
       deactivateAfter: () => {
         activation.deactivating = true;
       },
     };
+  }
+
+  private async runOne(activation: Activation, envelope: Envelope): Promise<void> {
+    const ctx = this.context(activation, activation.token);
     this.counters.opsTotal++;
     const startMs = this.clock.monotonicMs();
     try {

@@ -1,11 +1,15 @@
 // Archival and working memory in process memory: the reference semantics for the SQL engines,
 // used by tests and the simulator. Full text is a word-overlap score (any word matches).
+// The tables live inside the engine's tables (memory.ts) and change only through `applyTier`,
+// called by its commit on a copy of them that is swapped in when the whole commit succeeds.
 import { invalidField, KelpieError, notFound } from "../core/errors.ts";
 import { paginate } from "./memory.ts";
+import { workingLimitError } from "./tier-codec.ts";
 import {
   type ArchiveListQuery,
   type ArchiveRecord,
   type MemoryTierStorage,
+  type Mutation,
   type PassageListQuery,
   type PassageMetaRow,
   type PassageRecord,
@@ -19,173 +23,285 @@ interface Row<T> {
   value: T;
 }
 
+type PassageRow = Row<PassageRecord> & { vector: Float32Array };
+
+/** The tier tables. Maps are replaced, never changed in place, once a commit swapped them in. */
+export interface TierTables {
+  seq: number;
+  archives: Map<string, Row<ArchiveRecord>>;
+  agentArchives: Map<string, string[]>;
+  passages: Map<string, PassageRow>;
+  passagesBySeq: Map<number, string>;
+  working: Map<string, Map<string, WorkingMemoryEntry>>;
+}
+
+export const TIER_OPS = new Set<Mutation["op"]>([
+  "put_working",
+  "delete_working",
+  "put_archive",
+  "patch_archive",
+  "delete_archive",
+  "delete_unattached_archives",
+  "attach_archive",
+  "detach_archive",
+  "insert_passages",
+  "delete_passage",
+  "delete_agent",
+]);
+
+export function emptyTierTables(): TierTables {
+  return {
+    seq: 0,
+    archives: new Map(),
+    agentArchives: new Map(),
+    passages: new Map(),
+    passagesBySeq: new Map(),
+    working: new Map(),
+  };
+}
+
+/** A copy to stage a commit on (the per-agent working maps are copied when written). */
+export function copyTierTables(t: TierTables): TierTables {
+  return {
+    seq: t.seq,
+    archives: new Map(t.archives),
+    agentArchives: new Map(t.agentArchives),
+    passages: new Map(t.passages),
+    passagesBySeq: new Map(t.passagesBySeq),
+    working: new Map(t.working),
+  };
+}
+
 const clone = <T>(value: T): T => structuredClone(value);
 
-export class MemoryTiers implements MemoryTierStorage {
-  private seq = 0;
-  private readonly archives = new Map<string, Row<ArchiveRecord>>();
-  private readonly agentArchives = new Map<string, string[]>();
-  private readonly passages = new Map<string, Row<PassageRecord> & { vector: Float32Array }>();
-  private readonly passagesBySeq = new Map<number, string>();
-  private readonly working = new Map<string, Map<string, WorkingMemoryEntry>>();
+function archiveOrThrow(t: TierTables, id: string): Row<ArchiveRecord> {
+  const row = t.archives.get(id);
+  if (row === undefined) throw new KelpieError("NOT_FOUND", `Archive ${id} not found`);
+  return row;
+}
 
-  /** `agentSeq` answers an agent's seq (for ordering) or undefined when it does not exist. */
-  constructor(private readonly agentSeq: (agentId: string) => number | undefined) {}
-
-  /** The engine calls this when an agent is deleted: its attachments and working memory go. */
-  forgetAgent(agentId: string): void {
-    this.agentArchives.delete(agentId);
-    this.working.delete(agentId);
-  }
-
-  private archiveOrThrow(id: string): Row<ArchiveRecord> {
-    const row = this.archives.get(id);
-    if (row === undefined) throw new KelpieError("NOT_FOUND", `Archive ${id} not found`);
-    return row;
-  }
-
-  async putArchive(archive: ArchiveRecord, create: boolean): Promise<void> {
-    const existing = this.archives.get(archive.id);
-    if (create && existing) throw new KelpieError("CONFLICT", `archive ${archive.id} already exists`);
-    if (!create && !existing) throw new KelpieError("NOT_FOUND", `Archive ${archive.id} not found`);
-    this.archives.set(archive.id, { seq: existing?.seq ?? ++this.seq, value: clone(archive) });
-  }
-
-  async deleteArchive(archiveId: string): Promise<void> {
-    this.archiveOrThrow(archiveId);
-    this.archives.delete(archiveId);
-    for (const [agentId, ids] of this.agentArchives) {
-      this.agentArchives.set(
+function removeArchive(t: TierTables, archiveId: string): void {
+  t.archives.delete(archiveId);
+  for (const [agentId, ids] of t.agentArchives) {
+    if (ids.includes(archiveId))
+      t.agentArchives.set(
         agentId,
         ids.filter((id) => id !== archiveId),
       );
+  }
+  for (const [id, row] of t.passages) {
+    if (row.value.archive_id === archiveId) {
+      t.passages.delete(id);
+      t.passagesBySeq.delete(row.seq);
     }
-    for (const [id, row] of this.passages) {
-      if (row.value.archive_id === archiveId) {
-        this.passages.delete(id);
-        this.passagesBySeq.delete(row.seq);
+  }
+}
+
+function isLive(entry: WorkingMemoryEntry, nowMs: number): boolean {
+  return entry.expires_at_ms === null || entry.expires_at_ms > nowMs;
+}
+
+/**
+ * Applies one tier mutation to staged tables (the commit's copy); `agentExists` answers from the
+ * commit's staged agents. Other mutations are not this function's.
+ */
+export function applyTier(t: TierTables, m: Mutation, agentExists: (agentId: string) => boolean): void {
+  switch (m.op) {
+    case "put_working": {
+      const e = m.entry;
+      if (!agentExists(e.agent_id)) throw notFound("agent", e.agent_id);
+      const entries = new Map(t.working.get(e.agent_id));
+      let otherKeys = 0;
+      let otherBytes = 0;
+      for (const other of entries.values()) {
+        if (other.key === e.key || !isLive(other, e.updated_at_ms)) continue;
+        otherKeys += 1;
+        otherBytes += other.size_bytes;
       }
+      const over = workingLimitError(e.agent_id, otherKeys, otherBytes + e.size_bytes, m.limits);
+      if (over !== null) throw over;
+      entries.set(e.key, clone(e));
+      t.working.set(e.agent_id, entries);
+      return;
     }
+    case "delete_working": {
+      const entries = t.working.get(m.agent_id);
+      if (entries === undefined || !entries.has(m.key)) return;
+      const next = new Map(entries);
+      next.delete(m.key);
+      t.working.set(m.agent_id, next);
+      return;
+    }
+    case "delete_agent": {
+      t.agentArchives.delete(m.agent_id);
+      t.working.delete(m.agent_id);
+      return;
+    }
+    case "put_archive": {
+      const existing = t.archives.get(m.archive.id);
+      if (m.create && existing) throw new KelpieError("CONFLICT", `archive ${m.archive.id} already exists`);
+      if (!m.create && !existing) throw new KelpieError("NOT_FOUND", `Archive ${m.archive.id} not found`);
+      t.archives.set(m.archive.id, { seq: existing?.seq ?? ++t.seq, value: clone(m.archive) });
+      return;
+    }
+    case "patch_archive": {
+      const row = archiveOrThrow(t, m.archive_id);
+      const next = { ...clone(row.value), updated_at_ms: m.updated_at_ms };
+      if (m.name !== undefined) next.name = m.name;
+      if (m.description !== undefined) next.description = m.description;
+      t.archives.set(m.archive_id, { seq: row.seq, value: next });
+      return;
+    }
+    case "delete_archive": {
+      archiveOrThrow(t, m.archive_id);
+      removeArchive(t, m.archive_id);
+      return;
+    }
+    case "delete_unattached_archives": {
+      for (const archiveId of m.archive_ids) {
+        if (!t.archives.has(archiveId)) continue;
+        const attached = [...t.agentArchives.entries()].some(
+          ([agentId, ids]) => ids.includes(archiveId) && agentExists(agentId),
+        );
+        if (!attached) removeArchive(t, archiveId);
+      }
+      return;
+    }
+    case "attach_archive":
+    case "detach_archive": {
+      if (!agentExists(m.agent_id)) throw notFound("agent", m.agent_id);
+      archiveOrThrow(t, m.archive_id);
+      const ids = t.agentArchives.get(m.agent_id) ?? [];
+      if (m.op === "attach_archive" && !ids.includes(m.archive_id))
+        t.agentArchives.set(m.agent_id, [...ids, m.archive_id]);
+      if (m.op === "detach_archive" && ids.includes(m.archive_id))
+        t.agentArchives.set(
+          m.agent_id,
+          ids.filter((id) => id !== m.archive_id),
+        );
+      return;
+    }
+    case "insert_passages": {
+      for (const { passage, vector } of m.rows) {
+        archiveOrThrow(t, passage.archive_id);
+        if (t.passages.has(passage.id))
+          throw new KelpieError("CONFLICT", `passage ${passage.id} already exists`);
+        const seq = ++t.seq;
+        t.passages.set(passage.id, { seq, value: clone(passage), vector: new Float32Array(vector) });
+        t.passagesBySeq.set(seq, passage.id);
+      }
+      return;
+    }
+    case "delete_passage": {
+      const row = t.passages.get(m.passage_id);
+      if (row === undefined) throw new KelpieError("NOT_FOUND", `Passage ${m.passage_id} not found`);
+      t.passages.delete(m.passage_id);
+      t.passagesBySeq.delete(row.seq);
+      return;
+    }
+  }
+}
+
+export class MemoryTiers implements MemoryTierStorage {
+  /**
+   * `tables` answers the engine's committed tier tables; `agentSeq` an agent's seq (for ordering)
+   * or undefined when it does not exist.
+   */
+  constructor(
+    private readonly tables: () => TierTables,
+    private readonly agentSeq: (agentId: string) => number | undefined,
+  ) {}
+
+  private get t(): TierTables {
+    return this.tables();
   }
 
   async getArchive(id: string): Promise<ArchiveRecord | null> {
-    const row = this.archives.get(id);
+    const row = this.t.archives.get(id);
     return row === undefined ? null : clone(row.value);
   }
 
   async listArchives(query: ArchiveListQuery): Promise<ArchiveRecord[]> {
-    const attached =
-      query.agent_id === undefined ? undefined : new Set(this.agentArchives.get(query.agent_id));
-    const rows = [...this.archives.values()].filter(
+    const t = this.t;
+    const attached = query.agent_id === undefined ? undefined : new Set(t.agentArchives.get(query.agent_id));
+    const rows = [...t.archives.values()].filter(
       (r) =>
         (query.name === undefined || r.value.name === query.name) &&
         (attached === undefined || attached.has(r.value.id)),
     );
-    return paginate(rows, query, this.archives).map(clone);
-  }
-
-  private checkPair(agentId: string, archiveId: string): void {
-    if (this.agentSeq(agentId) === undefined) throw notFound("agent", agentId);
-    this.archiveOrThrow(archiveId);
-  }
-
-  async attachArchive(agentId: string, archiveId: string): Promise<void> {
-    this.checkPair(agentId, archiveId);
-    const ids = this.agentArchives.get(agentId) ?? [];
-    if (!ids.includes(archiveId)) this.agentArchives.set(agentId, [...ids, archiveId]);
-  }
-
-  async detachArchive(agentId: string, archiveId: string): Promise<void> {
-    this.checkPair(agentId, archiveId);
-    const ids = this.agentArchives.get(agentId) ?? [];
-    this.agentArchives.set(
-      agentId,
-      ids.filter((id) => id !== archiveId),
-    );
+    return paginate(rows, query, t.archives).map(clone);
   }
 
   async listAgentArchives(agentId: string): Promise<ArchiveRecord[]> {
-    return (this.agentArchives.get(agentId) ?? []).flatMap((id) => {
-      const row = this.archives.get(id);
+    const t = this.t;
+    return (t.agentArchives.get(agentId) ?? []).flatMap((id) => {
+      const row = t.archives.get(id);
       return row === undefined ? [] : [clone(row.value)];
     });
   }
 
   async listArchiveAgentIds(archiveId: string): Promise<string[]> {
     const ids: string[] = [];
-    for (const [agentId, archiveIds] of this.agentArchives) {
+    for (const [agentId, archiveIds] of this.t.agentArchives) {
       if (archiveIds.includes(archiveId) && this.agentSeq(agentId) !== undefined) ids.push(agentId);
     }
     return ids.sort((a, b) => this.agentSeq(a)! - this.agentSeq(b)!);
   }
 
-  async insertPassages(rows: { passage: PassageRecord; vector: Float32Array }[]): Promise<number[]> {
-    // Check everything first: the batch is all or nothing.
-    const ids = new Set<string>();
-    for (const { passage } of rows) {
-      this.archiveOrThrow(passage.archive_id);
-      if (this.passages.has(passage.id) || ids.has(passage.id)) {
-        throw new KelpieError("CONFLICT", `passage ${passage.id} already exists`);
-      }
-      ids.add(passage.id);
-    }
-    return rows.map(({ passage, vector }) => {
-      const seq = ++this.seq;
-      this.passages.set(passage.id, { seq, value: clone(passage), vector: new Float32Array(vector) });
-      this.passagesBySeq.set(seq, passage.id);
-      return seq;
-    });
-  }
-
-  async deletePassage(passageId: string): Promise<{ seq: number; archive_id: string } | null> {
-    const row = this.passages.get(passageId);
-    if (row === undefined) return null;
-    this.passages.delete(passageId);
-    this.passagesBySeq.delete(row.seq);
-    return { seq: row.seq, archive_id: row.value.archive_id };
-  }
-
   async getPassage(id: string): Promise<PassageRecord | null> {
-    const row = this.passages.get(id);
+    const row = this.t.passages.get(id);
     return row === undefined ? null : clone(row.value);
+  }
+
+  async passageSeqs(ids: string[]): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    for (const id of ids) {
+      const row = this.t.passages.get(id);
+      if (row !== undefined) out.set(id, row.seq);
+    }
+    return out;
   }
 
   async getPassagesBySeq(seqs: number[]): Promise<Map<number, PassageRecord>> {
     const out = new Map<number, PassageRecord>();
     for (const seq of seqs) {
-      const id = this.passagesBySeq.get(seq);
-      const row = id === undefined ? undefined : this.passages.get(id);
+      const row = this.rowBySeq(seq);
       if (row !== undefined) out.set(seq, clone(row.value));
     }
     return out;
   }
 
+  private rowBySeq(seq: number): PassageRow | undefined {
+    const id = this.t.passagesBySeq.get(seq);
+    return id === undefined ? undefined : this.t.passages.get(id);
+  }
+
   async getPassageVectorsBySeq(seqs: number[]): Promise<Map<number, Float32Array>> {
     const out = new Map<number, Float32Array>();
     for (const seq of seqs) {
-      const id = this.passagesBySeq.get(seq);
-      const row = id === undefined ? undefined : this.passages.get(id);
+      const row = this.rowBySeq(seq);
       if (row !== undefined) out.set(seq, new Float32Array(row.vector));
     }
     return out;
   }
 
-  private passagesOf(archiveIds: string[]): (Row<PassageRecord> & { vector: Float32Array })[] {
+  private passagesOf(archiveIds: string[]): PassageRow[] {
     const wanted = new Set(archiveIds);
-    return [...this.passages.values()].filter((r) => wanted.has(r.value.archive_id));
+    return [...this.t.passages.values()].filter((r) => wanted.has(r.value.archive_id));
   }
 
   async listPassages(archiveIds: string[], query: PassageListQuery): Promise<PassageRecord[]> {
+    const t = this.t;
     for (const field of ["after", "before"] as const) {
       const id = query[field];
-      if (id !== undefined && !this.passages.has(id))
+      if (id !== undefined && !t.passages.has(id))
         throw invalidField(["query", field], `no item with id '${id}'`);
     }
     const search = query.search?.toLowerCase();
     const rows = this.passagesOf(archiveIds).filter(
       (r) => search === undefined || r.value.text.toLowerCase().includes(search),
     );
-    return paginate(rows, query, this.passages).map(clone);
+    return paginate(rows, query, t.passages).map(clone);
   }
 
   async countPassages(archiveIds: string[]): Promise<number> {
@@ -229,38 +345,24 @@ export class MemoryTiers implements MemoryTierStorage {
 
   async archivalChars(): Promise<number> {
     let n = 0;
-    for (const row of this.passages.values()) n += row.value.text.length;
+    for (const row of this.t.passages.values()) n += row.value.text.length;
     return n;
   }
 
   async getWorking(agentId: string, key: string): Promise<WorkingMemoryEntry | null> {
-    const entry = this.working.get(agentId)?.get(key);
+    const entry = this.t.working.get(agentId)?.get(key);
     return entry === undefined ? null : clone(entry);
   }
 
   async listWorking(agentId: string): Promise<WorkingMemoryEntry[]> {
-    return [...(this.working.get(agentId)?.values() ?? [])]
+    return [...(this.t.working.get(agentId)?.values() ?? [])]
       .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
       .map(clone);
   }
 
-  async putWorking(entry: WorkingMemoryEntry): Promise<void> {
-    if (this.agentSeq(entry.agent_id) === undefined) throw notFound("agent", entry.agent_id);
-    let entries = this.working.get(entry.agent_id);
-    if (entries === undefined) {
-      entries = new Map();
-      this.working.set(entry.agent_id, entries);
-    }
-    entries.set(entry.key, clone(entry));
-  }
-
-  async deleteWorking(agentId: string, key: string): Promise<boolean> {
-    return this.working.get(agentId)?.delete(key) ?? false;
-  }
-
   async workingBytes(): Promise<number> {
     let n = 0;
-    for (const entries of this.working.values()) for (const e of entries.values()) n += e.size_bytes;
+    for (const entries of this.t.working.values()) for (const e of entries.values()) n += e.size_bytes;
     return n;
   }
 }

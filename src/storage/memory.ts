@@ -4,8 +4,16 @@
 // its own clock (the "database's"), so the simulator can run several nodes over one instance.
 import { assert } from "../core/assert.ts";
 import { SystemClock } from "../core/clock.ts";
-import { invalidField, KelpieError, notFound } from "../core/errors.ts";
-import { MemoryTiers } from "./memory-tiers.ts";
+import { OUTBOX_ENTRIES_PER_AGENT_MAX } from "../core/constants.ts";
+import { invalidField, KelpieError, notFound, outboxFull } from "../core/errors.ts";
+import {
+  applyTier,
+  copyTierTables,
+  emptyTierTables,
+  MemoryTiers,
+  TIER_OPS,
+  type TierTables,
+} from "./memory-tiers.ts";
 import type {
   AgentListQuery,
   AgentRecord,
@@ -24,6 +32,7 @@ import type {
   MessageRecord,
   Mutation,
   NodeIdentity,
+  OutboxRecord,
   PageQuery,
   RunRecord,
   StepRecord,
@@ -52,9 +61,12 @@ interface Tables {
   audit: Map<string, Row<AuditRecord>>;
   idempotent: Map<string, Row<IdempotentResponse>>;
   conversations: Map<string, Row<ConversationRecord>>;
+  outbox: Map<string, Row<OutboxRecord>>;
   agentBlocks: Map<string, string[]>;
   agentTools: Map<string, string[]>;
   fences: Map<string, FenceRow>;
+  /** Archival and working memory; copied only by commits that change them. */
+  tiers: TierTables;
 }
 
 /**
@@ -99,9 +111,11 @@ function copyTables(t: Tables): Tables {
     audit: new Map(t.audit),
     idempotent: new Map(t.idempotent),
     conversations: new Map(t.conversations),
+    outbox: new Map(t.outbox),
     agentBlocks: new Map(t.agentBlocks),
     agentTools: new Map(t.agentTools),
     fences: new Map(t.fences),
+    tiers: t.tiers,
   };
 }
 
@@ -150,9 +164,11 @@ export class MemoryStorage implements Storage {
     audit: new Map(),
     idempotent: new Map(),
     conversations: new Map(),
+    outbox: new Map(),
     agentBlocks: new Map(),
     agentTools: new Map(),
     fences: new Map(),
+    tiers: emptyTierTables(),
   };
 
   constructor(options: MemoryStorageOptions = {}) {
@@ -183,12 +199,20 @@ export class MemoryStorage implements Storage {
         throw new KelpieError("FENCED", `agent ${fence.agent_id}: the lease of token ${fence.token} lapsed`);
       }
     }
-    for (const m of mutations) this.apply(t, m);
+    if (mutations.some((m) => TIER_OPS.has(m.op))) t.tiers = copyTierTables(t.tiers);
+    const agentExists = (agentId: string) => t.agents.has(agentId);
+    for (const m of mutations) {
+      if (m.op !== "delete_agent" && TIER_OPS.has(m.op)) applyTier(t.tiers, m, agentExists);
+      else this.apply(t, m);
+      if (m.op === "delete_agent") applyTier(t.tiers, m, agentExists);
+    }
     this.tables = t;
-    for (const m of mutations) if (m.op === "delete_agent") this.tiers.forgetAgent(m.agent_id);
   }
 
-  readonly tiers = new MemoryTiers((agentId) => this.tables.agents.get(agentId)?.seq);
+  readonly tiers = new MemoryTiers(
+    () => this.tables.tiers,
+    (agentId) => this.tables.agents.get(agentId)?.seq,
+  );
 
   private apply(t: Tables, m: Mutation): void {
     switch (m.op) {
@@ -213,6 +237,7 @@ export class MemoryStorage implements Storage {
         for (const [id, row] of t.steps) if (row.value.agent_id === m.agent_id) t.steps.delete(id);
         for (const [id, row] of t.conversations)
           if (row.value.agent_id === m.agent_id) t.conversations.delete(id);
+        for (const [id, row] of t.outbox) if (row.value.agent_id === m.agent_id) t.outbox.delete(id);
         return;
       }
       case "put_block": {
@@ -353,10 +378,38 @@ export class MemoryStorage implements Storage {
         t.conversations.set(c.id, { seq: existing?.seq ?? ++t.seq, value: clone(c) });
         return;
       }
+      case "patch_conversation": {
+        const row = t.conversations.get(m.conversation_id);
+        if (row === undefined)
+          throw new KelpieError("NOT_FOUND", `Conversation ${m.conversation_id} not found`);
+        const next = { ...clone(row.value), updated_at_ms: m.updated_at_ms };
+        if (m.summary !== undefined) next.summary = m.summary;
+        if (m.model !== undefined) next.model = m.model;
+        t.conversations.set(m.conversation_id, { seq: row.seq, value: next });
+        return;
+      }
       case "delete_conversation": {
         if (!t.conversations.delete(m.conversation_id)) {
           throw new KelpieError("NOT_FOUND", `Conversation ${m.conversation_id} not found`);
         }
+        return;
+      }
+      case "put_outbox": {
+        const e = m.entry;
+        const existing = t.outbox.get(e.id);
+        if (m.create && existing) throw new KelpieError("CONFLICT", `outbox entry ${e.id} already exists`);
+        if (!m.create && !existing) throw new KelpieError("NOT_FOUND", `Outbox entry ${e.id} not found`);
+        if (!t.agents.has(e.agent_id)) throw notFound("agent", e.agent_id);
+        if (m.create) {
+          let held = 0;
+          for (const row of t.outbox.values()) if (row.value.agent_id === e.agent_id) held++;
+          if (held >= OUTBOX_ENTRIES_PER_AGENT_MAX) throw outboxFull(e.agent_id, held);
+        }
+        t.outbox.set(e.id, { seq: existing?.seq ?? ++t.seq, value: clone(e) });
+        return;
+      }
+      case "delete_outbox": {
+        t.outbox.delete(m.entry_id);
         return;
       }
       case "delete_agent_messages": {
@@ -535,6 +588,18 @@ export class MemoryStorage implements Storage {
     return paginate(rows, query, this.tables.runs);
   }
 
+  async listUnfinishedRuns(agentId: string | undefined, limit: number): Promise<RunRecord[]> {
+    return [...this.tables.runs.values()]
+      .filter(
+        (r) =>
+          (agentId === undefined || r.value.agent_id === agentId) &&
+          (r.value.status === "created" || r.value.status === "running"),
+      )
+      .sort((a, b) => a.seq - b.seq)
+      .slice(0, limit)
+      .map((r) => clone(r.value));
+  }
+
   async listSteps(runId: string): Promise<StepRecord[]> {
     return [...this.tables.steps.values()]
       .filter((r) => r.value.run_id === runId)
@@ -561,6 +626,33 @@ export class MemoryStorage implements Storage {
       (r) => agentId === undefined || r.value.agent_id === agentId,
     );
     return paginate(rows, query, this.tables.conversations).map(clone);
+  }
+
+  private outboxRows(agentId: string): Row<OutboxRecord>[] {
+    return [...this.tables.outbox.values()].filter((r) => r.value.agent_id === agentId);
+  }
+
+  async getOutboxEntry(id: string): Promise<OutboxRecord | null> {
+    const row = this.tables.outbox.get(id);
+    return row === undefined ? null : clone(row.value);
+  }
+
+  async listOutbox(agentId: string, limit: number): Promise<OutboxRecord[]> {
+    return this.outboxRows(agentId)
+      .sort((a, b) => a.seq - b.seq)
+      .slice(0, limit)
+      .map((r) => clone(r.value));
+  }
+
+  async countOutbox(agentId: string): Promise<number> {
+    return this.outboxRows(agentId).length;
+  }
+
+  async listOutboxSenders(limit: number): Promise<string[]> {
+    const senders = new Set<string>();
+    for (const row of [...this.tables.outbox.values()].sort((a, b) => a.seq - b.seq))
+      senders.add(row.value.agent_id);
+    return [...senders].slice(0, limit);
   }
 
   async getIdempotent(key: string): Promise<IdempotentResponse | null> {

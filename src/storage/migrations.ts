@@ -212,6 +212,32 @@ CREATE TABLE idempotent_responses (
 );
 `;
 
+// The secret nodes sign forwarded requests with (src/cluster/node-auth.ts), one row, made by the
+// first node to start unless the operator sets KELPIE_CLUSTER_SECRET. Whoever can read it can act
+// as a node, but could as well rewrite any agent here: database access is trusted anyway.
+const V9_CLUSTER_SECRET_POSTGRES = `
+CREATE TABLE cluster_secret (
+  id SMALLINT PRIMARY KEY CHECK (id = 1),
+  secret BYTEA NOT NULL,
+  created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+`;
+
+// Runs a crash left unfinished are found at activation and at start without reading finished ones.
+const V10_RUNS_UNFINISHED = (status: string) =>
+  `CREATE INDEX runs_unfinished ON runs (agent_id, seq) WHERE ${status} IN ('created', 'running');`;
+
+// Async messages between agents, committed with the sender's step and deleted once delivered.
+const V11_OUTBOX = (t: { seq: string; json: string }) => `
+CREATE TABLE outbox (
+  seq ${t.seq},
+  id TEXT NOT NULL UNIQUE,
+  agent_id TEXT NOT NULL REFERENCES agents (id) ON DELETE CASCADE,
+  doc ${t.json} NOT NULL
+);
+CREATE INDEX outbox_agent_seq ON outbox (agent_id, seq);
+`;
+
 // Versions need not be contiguous: each missing one is applied once, in order.
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -261,6 +287,24 @@ export const MIGRATIONS: readonly Migration[] = [
     name: "idempotent responses",
     sqlite: V8_IDEMPOTENCY({ int8: "INTEGER" }),
     postgres: V8_IDEMPOTENCY({ int8: "BIGINT" }),
+  },
+  {
+    version: 9,
+    name: "cluster secret",
+    sqlite: "",
+    postgres: V9_CLUSTER_SECRET_POSTGRES,
+  },
+  {
+    version: 10,
+    name: "index of unfinished runs",
+    sqlite: V10_RUNS_UNFINISHED("json_extract(doc, '$.status')"),
+    postgres: V10_RUNS_UNFINISHED("(doc->>'status')"),
+  },
+  {
+    version: 11,
+    name: "outbox of async messages between agents",
+    sqlite: V11_OUTBOX({ seq: "INTEGER PRIMARY KEY AUTOINCREMENT", json: "TEXT" }),
+    postgres: V11_OUTBOX({ seq: "BIGSERIAL PRIMARY KEY", json: "JSONB" }),
   },
 ];
 

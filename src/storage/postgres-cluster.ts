@@ -126,6 +126,20 @@ export class PostgresCluster implements ClusterStore {
     });
   }
 
+  clusterSecret(candidate: Uint8Array): Promise<Uint8Array> {
+    assert(candidate.length > 0, "a secret is required");
+    return this.guard(async () => {
+      // Nodes starting together: the first insert wins, the others' wait on its key and do
+      // nothing, and every node then reads the one committed row.
+      await this.sql`
+        INSERT INTO cluster_secret (id, secret) VALUES (1, ${Buffer.from(candidate)})
+        ON CONFLICT (id) DO NOTHING`;
+      const rows = await this.sql`SELECT secret FROM cluster_secret WHERE id = 1`;
+      assert(rows.length === 1, "the cluster secret row is missing");
+      return new Uint8Array(rows[0]!.secret as Buffer);
+    });
+  }
+
   listNodes(nodeDeadAfterMs: number): Promise<ClusterNode[]> {
     return this.guard(async () => {
       const rows = await this.sql`

@@ -1,9 +1,9 @@
 // Archival and working memory on PostgreSQL: passages with their vectors (bytea, float32) and a
 // generated tsvector with a GIN index for full text; working memory as JSONB per (agent, key).
 import type postgres from "postgres";
-import { invalidField, KelpieError, notFound } from "../core/errors.ts";
+import { invalidField } from "../core/errors.ts";
 import { archiveListSql, numbered, passageListSql, type SqlQuery } from "./sql-queries.ts";
-import { bytesVector, passageDoc, passageFromRow, vectorBytes, workingFromRow } from "./sqlite-tiers.ts";
+import { bytesVector, passageFromRow, workingFromRow } from "./tier-codec.ts";
 import {
   type ArchiveListQuery,
   type ArchiveRecord,
@@ -29,32 +29,6 @@ export class PostgresTiers implements MemoryTierStorage {
       numbered(q.text),
       q.params as postgres.ParameterOrJSON<never>[],
     )) as unknown as T[];
-  }
-
-  private async archiveExists(id: string): Promise<boolean> {
-    return (await this.sql`SELECT 1 FROM archives WHERE id = ${id}`).length > 0;
-  }
-
-  putArchive(archive: ArchiveRecord, create: boolean): Promise<void> {
-    return this.guard(async () => {
-      const exists = await this.archiveExists(archive.id);
-      if (create && exists) throw new KelpieError("CONFLICT", `archive ${archive.id} already exists`);
-      if (!create && !exists) throw new KelpieError("NOT_FOUND", `Archive ${archive.id} not found`);
-      const doc = this.sql.json(archive as never);
-      if (exists) {
-        await this.sql`UPDATE archives SET name = ${archive.name}, doc = ${doc} WHERE id = ${archive.id}`;
-      } else {
-        await this.sql`INSERT INTO archives (id, name, created_at_ms, doc)
-                       VALUES (${archive.id}, ${archive.name}, ${archive.created_at_ms}, ${doc})`;
-      }
-    });
-  }
-
-  deleteArchive(archiveId: string): Promise<void> {
-    return this.guard(async () => {
-      const r = await this.sql`DELETE FROM archives WHERE id = ${archiveId}`;
-      if (r.count === 0) throw new KelpieError("NOT_FOUND", `Archive ${archiveId} not found`);
-    });
   }
 
   getArchive(id: string): Promise<ArchiveRecord | null> {
@@ -83,30 +57,6 @@ export class PostgresTiers implements MemoryTierStorage {
     });
   }
 
-  private async checkPair(agentId: string, archiveId: string): Promise<void> {
-    if ((await this.sql`SELECT 1 FROM agents WHERE id = ${agentId}`).length === 0)
-      throw notFound("agent", agentId);
-    if (!(await this.archiveExists(archiveId)))
-      throw new KelpieError("NOT_FOUND", `Archive ${archiveId} not found`);
-  }
-
-  attachArchive(agentId: string, archiveId: string): Promise<void> {
-    return this.guard(async () => {
-      await this.checkPair(agentId, archiveId);
-      await this.sql`INSERT INTO agent_archives (agent_id, archive_id, position)
-                     VALUES (${agentId}, ${archiveId},
-                       (SELECT coalesce(max(position), 0) + 1 FROM agent_archives WHERE agent_id = ${agentId}))
-                     ON CONFLICT DO NOTHING`;
-    });
-  }
-
-  detachArchive(agentId: string, archiveId: string): Promise<void> {
-    return this.guard(async () => {
-      await this.checkPair(agentId, archiveId);
-      await this.sql`DELETE FROM agent_archives WHERE agent_id = ${agentId} AND archive_id = ${archiveId}`;
-    });
-  }
-
   listAgentArchives(agentId: string): Promise<ArchiveRecord[]> {
     return this.guard(async () =>
       (
@@ -125,41 +75,20 @@ export class PostgresTiers implements MemoryTierStorage {
     );
   }
 
-  insertPassages(rows: { passage: PassageRecord; vector: Float32Array }[]): Promise<number[]> {
-    return this.guard(() =>
-      this.sql.begin(async (tx) => {
-        const seqs: number[] = [];
-        const archives = new Set(rows.map((r) => r.passage.archive_id));
-        for (const id of archives) {
-          if ((await tx`SELECT 1 FROM archives WHERE id = ${id}`).length === 0) {
-            throw new KelpieError("NOT_FOUND", `Archive ${id} not found`);
-          }
-        }
-        for (const { passage, vector } of rows) {
-          const [row] = await tx`INSERT INTO passages (id, archive_id, created_at_ms, text, doc, embedding)
-            VALUES (${passage.id}, ${passage.archive_id}, ${passage.created_at_ms}, ${passage.text},
-                    ${tx.json(passageDoc(passage) as never)}, ${vectorBytes(vector)})
-            RETURNING seq`;
-          seqs.push(Number(row!.seq));
-        }
-        return seqs;
-      }),
-    ) as Promise<number[]>;
-  }
-
-  deletePassage(passageId: string): Promise<{ seq: number; archive_id: string } | null> {
-    return this.guard(async () => {
-      const rows = await this.sql`DELETE FROM passages WHERE id = ${passageId} RETURNING seq, archive_id`;
-      return rows.length === 0
-        ? null
-        : { seq: Number(rows[0]!.seq), archive_id: rows[0]!.archive_id as string };
-    });
-  }
-
   getPassage(id: string): Promise<PassageRecord | null> {
     return this.guard(async () => {
       const rows = await this.sql`SELECT doc, text FROM passages WHERE id = ${id}`;
       return rows.length === 0 ? null : passageFromRow(rows[0] as { doc: object; text: string });
+    });
+  }
+
+  passageSeqs(ids: string[]): Promise<Map<string, number>> {
+    return this.guard(async () => {
+      const out = new Map<string, number>();
+      if (ids.length === 0) return out;
+      const rows = await this.sql`SELECT id, seq FROM passages WHERE id = ANY(${ids}::text[])`;
+      for (const row of rows) out.set(row.id as string, Number(row.seq));
+      return out;
     });
   }
 
@@ -252,38 +181,15 @@ export class PostgresTiers implements MemoryTierStorage {
   getWorking(agentId: string, key: string): Promise<WorkingMemoryEntry | null> {
     return this.guard(async () => {
       const rows = await this.sql`SELECT * FROM working_memory WHERE agent_id = ${agentId} AND key = ${key}`;
-      return rows.length === 0 ? null : workingFromRow(rows[0] as never);
+      return rows.length === 0 ? null : workingFromRow(rows[0] as never, "decoded");
     });
   }
 
   listWorking(agentId: string): Promise<WorkingMemoryEntry[]> {
     return this.guard(async () =>
       (await this.sql`SELECT * FROM working_memory WHERE agent_id = ${agentId} ORDER BY key`).map((r) =>
-        workingFromRow(r as never),
+        workingFromRow(r as never, "decoded"),
       ),
-    );
-  }
-
-  putWorking(entry: WorkingMemoryEntry): Promise<void> {
-    return this.guard(async () => {
-      try {
-        await this
-          .sql`INSERT INTO working_memory (agent_id, key, size_bytes, expires_at_ms, updated_at_ms, value)
-          VALUES (${entry.agent_id}, ${entry.key}, ${entry.size_bytes}, ${entry.expires_at_ms}, ${entry.updated_at_ms},
-                  ${this.sql.json(entry.value as never)})
-          ON CONFLICT (agent_id, key) DO UPDATE SET size_bytes = EXCLUDED.size_bytes,
-            expires_at_ms = EXCLUDED.expires_at_ms, updated_at_ms = EXCLUDED.updated_at_ms, value = EXCLUDED.value`;
-      } catch (err) {
-        if ((err as { code?: string }).code === "23503") throw notFound("agent", entry.agent_id);
-        throw err;
-      }
-    });
-  }
-
-  deleteWorking(agentId: string, key: string): Promise<boolean> {
-    return this.guard(
-      async () =>
-        (await this.sql`DELETE FROM working_memory WHERE agent_id = ${agentId} AND key = ${key}`).count > 0,
     );
   }
 

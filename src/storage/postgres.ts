@@ -2,8 +2,12 @@
 // transaction; the fencing check locks the agent's fence row, so two commits with different
 // tokens cannot both pass.
 import postgres from "postgres";
-import { POSTGRES_IDLE_IN_TRANSACTION_MS, POSTGRES_POOL_CONNECTIONS_MAX } from "../core/constants.ts";
-import { invalidField, isKelpieError, KelpieError, notFound } from "../core/errors.ts";
+import {
+  OUTBOX_ENTRIES_PER_AGENT_MAX,
+  POSTGRES_IDLE_IN_TRANSACTION_MS,
+  POSTGRES_POOL_CONNECTIONS_MAX,
+} from "../core/constants.ts";
+import { invalidField, isKelpieError, KelpieError, notFound, outboxFull } from "../core/errors.ts";
 import { MIGRATIONS } from "./migrations.ts";
 import { PostgresCluster } from "./postgres-cluster.ts";
 import { PostgresTiers } from "./postgres-tiers.ts";
@@ -19,6 +23,7 @@ import {
   type SqlQuery,
   toolListSql,
 } from "./sql-queries.ts";
+import { passageDoc, vectorBytes, workingLimitError } from "./tier-codec.ts";
 import type {
   AgentListQuery,
   AgentRecord,
@@ -32,6 +37,7 @@ import type {
   McpServerRecord,
   MessageRecord,
   Mutation,
+  OutboxRecord,
   PageQuery,
   RunRecord,
   StepRecord,
@@ -344,9 +350,42 @@ export class PostgresStorage implements Storage {
         }
         return;
       }
+      case "patch_conversation": {
+        // Only the patched keys are merged into the stored document, under the row's lock.
+        const set: Record<string, unknown> = { updated_at_ms: m.updated_at_ms };
+        if (m.summary !== undefined) set.summary = m.summary;
+        if (m.model !== undefined) set.model = m.model;
+        const r = await tx`UPDATE conversations SET doc = doc || ${JSON.stringify(set)}::text::jsonb
+                           WHERE id = ${m.conversation_id}`;
+        if (r.count === 0) throw new KelpieError("NOT_FOUND", `Conversation ${m.conversation_id} not found`);
+        return;
+      }
       case "delete_conversation": {
         const r = await tx`DELETE FROM conversations WHERE id = ${m.conversation_id}`;
         if (r.count === 0) throw new KelpieError("NOT_FOUND", `Conversation ${m.conversation_id} not found`);
+        return;
+      }
+      case "put_outbox": {
+        const e = m.entry;
+        const exists = (await tx`SELECT 1 FROM outbox WHERE id = ${e.id}`).length > 0;
+        if (m.create && exists) throw new KelpieError("CONFLICT", `outbox entry ${e.id} already exists`);
+        if (!m.create && !exists) throw new KelpieError("NOT_FOUND", `Outbox entry ${e.id} not found`);
+        if (exists) {
+          await tx`UPDATE outbox SET doc = ${tx.json(e as never)} WHERE id = ${e.id}`;
+          return;
+        }
+        // The sender's row, locked: two commits adding to one outbox count one after the other.
+        if ((await tx`SELECT 1 FROM agents WHERE id = ${e.agent_id} FOR NO KEY UPDATE`).length === 0)
+          throw notFound("agent", e.agent_id);
+        const held = Number(
+          (await tx`SELECT count(*) AS n FROM outbox WHERE agent_id = ${e.agent_id}`)[0]!.n,
+        );
+        if (held >= OUTBOX_ENTRIES_PER_AGENT_MAX) throw outboxFull(e.agent_id, held);
+        await tx`INSERT INTO outbox (id, agent_id, doc) VALUES (${e.id}, ${e.agent_id}, ${tx.json(e as never)})`;
+        return;
+      }
+      case "delete_outbox": {
+        await tx`DELETE FROM outbox WHERE id = ${m.entry_id}`;
         return;
       }
       case "put_idempotent": {
@@ -366,6 +405,109 @@ export class PostgresStorage implements Storage {
                  ON CONFLICT (id) DO UPDATE SET doc = EXCLUDED.doc`;
         return;
       }
+      default:
+        await this.applyTier(tx, m);
+    }
+  }
+
+  /** Archival and working memory (postgres-tiers.ts reads them). */
+  private async applyTier(tx: Sql, m: Mutation): Promise<void> {
+    switch (m.op) {
+      case "put_working": {
+        const e = m.entry;
+        // The agent row's lock serializes puts to one agent: two cannot both count, then both write.
+        const agent = await tx`SELECT 1 FROM agents WHERE id = ${e.agent_id} FOR NO KEY UPDATE`;
+        if (agent.length === 0) throw notFound("agent", e.agent_id);
+        const [live] =
+          await tx`SELECT count(*) AS n, coalesce(sum(size_bytes), 0) AS bytes FROM working_memory
+          WHERE agent_id = ${e.agent_id} AND key <> ${e.key}
+            AND (expires_at_ms IS NULL OR expires_at_ms > ${e.updated_at_ms})`;
+        const bytes = Number(live!.bytes) + e.size_bytes;
+        const over = workingLimitError(e.agent_id, Number(live!.n), bytes, m.limits);
+        if (over !== null) throw over;
+        // The value goes as JSON text cast to jsonb: the driver's json parameter sends a JSON
+        // `null` as SQL NULL, which the NOT NULL column refuses.
+        await tx`INSERT INTO working_memory (agent_id, key, size_bytes, expires_at_ms, updated_at_ms, value)
+          VALUES (${e.agent_id}, ${e.key}, ${e.size_bytes}, ${e.expires_at_ms}, ${e.updated_at_ms},
+                  ${JSON.stringify(e.value)}::text::jsonb)
+          ON CONFLICT (agent_id, key) DO UPDATE SET size_bytes = EXCLUDED.size_bytes,
+            expires_at_ms = EXCLUDED.expires_at_ms, updated_at_ms = EXCLUDED.updated_at_ms, value = EXCLUDED.value`;
+        return;
+      }
+      case "delete_working": {
+        await tx`DELETE FROM working_memory WHERE agent_id = ${m.agent_id} AND key = ${m.key}`;
+        return;
+      }
+      case "put_archive": {
+        const a = m.archive;
+        const exists = (await tx`SELECT 1 FROM archives WHERE id = ${a.id} FOR UPDATE`).length > 0;
+        if (m.create && exists) throw new KelpieError("CONFLICT", `archive ${a.id} already exists`);
+        if (!m.create && !exists) throw new KelpieError("NOT_FOUND", `Archive ${a.id} not found`);
+        if (exists) {
+          await tx`UPDATE archives SET name = ${a.name}, doc = ${tx.json(a as never)} WHERE id = ${a.id}`;
+        } else {
+          await tx`INSERT INTO archives (id, name, created_at_ms, doc)
+                   VALUES (${a.id}, ${a.name}, ${a.created_at_ms}, ${tx.json(a as never)})`;
+        }
+        return;
+      }
+      case "patch_archive": {
+        const set: Record<string, unknown> = { updated_at_ms: m.updated_at_ms };
+        if (m.name !== undefined) set.name = m.name;
+        if (m.description !== undefined) set.description = m.description;
+        const r = await tx`UPDATE archives SET name = coalesce(${m.name ?? null}, name),
+                           doc = doc || ${JSON.stringify(set)}::text::jsonb WHERE id = ${m.archive_id}`;
+        if (r.count === 0) throw new KelpieError("NOT_FOUND", `Archive ${m.archive_id} not found`);
+        return;
+      }
+      case "delete_archive": {
+        const r = await tx`DELETE FROM archives WHERE id = ${m.archive_id}`;
+        if (r.count === 0) throw new KelpieError("NOT_FOUND", `Archive ${m.archive_id} not found`);
+        return;
+      }
+      case "delete_unattached_archives": {
+        // The archive rows are locked first, so an attach in flight (it takes FOR KEY SHARE on its
+        // archive) is either seen here or waits and then finds the archive gone.
+        const ids = m.archive_ids;
+        await tx`SELECT 1 FROM archives WHERE id = ANY(${ids}::text[]) ORDER BY id FOR UPDATE`;
+        await tx`DELETE FROM archives WHERE id = ANY(${ids}::text[])
+                 AND NOT EXISTS (SELECT 1 FROM agent_archives aa WHERE aa.archive_id = archives.id)`;
+        return;
+      }
+      case "attach_archive":
+      case "detach_archive": {
+        if (!(await this.exists(tx, "agents", m.agent_id))) throw notFound("agent", m.agent_id);
+        const archive = await tx`SELECT 1 FROM archives WHERE id = ${m.archive_id} FOR KEY SHARE`;
+        if (archive.length === 0) throw new KelpieError("NOT_FOUND", `Archive ${m.archive_id} not found`);
+        if (m.op === "attach_archive") {
+          await tx`INSERT INTO agent_archives (agent_id, archive_id, position)
+                   VALUES (${m.agent_id}, ${m.archive_id},
+                     (SELECT coalesce(max(position), 0) + 1 FROM agent_archives WHERE agent_id = ${m.agent_id}))
+                   ON CONFLICT DO NOTHING`;
+        } else {
+          await tx`DELETE FROM agent_archives WHERE agent_id = ${m.agent_id} AND archive_id = ${m.archive_id}`;
+        }
+        return;
+      }
+      case "insert_passages": {
+        for (const id of new Set(m.rows.map((r) => r.passage.archive_id))) {
+          if ((await tx`SELECT 1 FROM archives WHERE id = ${id} FOR KEY SHARE`).length === 0)
+            throw new KelpieError("NOT_FOUND", `Archive ${id} not found`);
+        }
+        for (const { passage, vector } of m.rows) {
+          await tx`INSERT INTO passages (id, archive_id, created_at_ms, text, doc, embedding)
+            VALUES (${passage.id}, ${passage.archive_id}, ${passage.created_at_ms}, ${passage.text},
+                    ${tx.json(passageDoc(passage) as never)}, ${vectorBytes(vector)})`;
+        }
+        return;
+      }
+      case "delete_passage": {
+        const r = await tx`DELETE FROM passages WHERE id = ${m.passage_id}`;
+        if (r.count === 0) throw new KelpieError("NOT_FOUND", `Passage ${m.passage_id} not found`);
+        return;
+      }
+      default:
+        throw new KelpieError("INTERNAL", `no PostgreSQL executor for mutation ${m.op}`);
     }
   }
 
@@ -530,10 +672,51 @@ export class PostgresStorage implements Storage {
     return this.list<RunRecord>("runs", query, runListSql(agentId, query));
   }
 
+  listUnfinishedRuns(agentId: string | undefined, limit: number): Promise<RunRecord[]> {
+    // The WHERE matches the partial index runs_unfinished.
+    const unfinished = "doc->>'status' IN ('created', 'running')";
+    return this.guard(async () => {
+      const rows =
+        agentId === undefined
+          ? await this.sql.unsafe(`SELECT doc FROM runs WHERE ${unfinished} ORDER BY seq LIMIT $1`, [limit])
+          : await this.sql.unsafe(
+              `SELECT doc FROM runs WHERE ${unfinished} AND agent_id = $1 ORDER BY seq LIMIT $2`,
+              [agentId, limit],
+            );
+      return rows.map((r) => r.doc as RunRecord);
+    });
+  }
+
   async listSteps(runId: string): Promise<StepRecord[]> {
     return this.guard(async () =>
       (await this.sql`SELECT doc FROM steps WHERE run_id = ${runId} ORDER BY seq`).map(
         (r) => r.doc as StepRecord,
+      ),
+    );
+  }
+
+  getOutboxEntry(id: string): Promise<OutboxRecord | null> {
+    return this.one<OutboxRecord>("SELECT doc FROM outbox WHERE id = $1", id);
+  }
+
+  async listOutbox(agentId: string, limit: number): Promise<OutboxRecord[]> {
+    return this.guard(async () =>
+      (await this.sql`SELECT doc FROM outbox WHERE agent_id = ${agentId} ORDER BY seq LIMIT ${limit}`).map(
+        (r) => r.doc as OutboxRecord,
+      ),
+    );
+  }
+
+  async countOutbox(agentId: string): Promise<number> {
+    return this.guard(async () =>
+      Number((await this.sql`SELECT count(*) AS n FROM outbox WHERE agent_id = ${agentId}`)[0]!.n),
+    );
+  }
+
+  async listOutboxSenders(limit: number): Promise<string[]> {
+    return this.guard(async () =>
+      (await this.sql`SELECT agent_id FROM outbox GROUP BY agent_id ORDER BY min(seq) LIMIT ${limit}`).map(
+        (r) => r.agent_id as string,
       ),
     );
   }

@@ -4,8 +4,9 @@
 // loop: the next batch gathers while this one is made durable.
 import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
-import { SQLITE_BUSY_TIMEOUT_MS } from "../core/constants.ts";
-import { type FieldIssue, KelpieError, notFound } from "../core/errors.ts";
+import { OUTBOX_ENTRIES_PER_AGENT_MAX, SQLITE_BUSY_TIMEOUT_MS } from "../core/constants.ts";
+import { type FieldIssue, KelpieError, notFound, outboxFull } from "../core/errors.ts";
+import { passageDoc, vectorBytes, workingLimitError } from "./tier-codec.ts";
 import type { CommitOptions, Mutation } from "./types.ts";
 
 type Statement = Database.Statement<unknown[], unknown>;
@@ -360,9 +361,53 @@ export class SqliteWriter {
         }
         return;
       }
+      case "patch_conversation": {
+        const row = this.sql("SELECT doc FROM conversations WHERE id = ?").get(m.conversation_id) as
+          | { doc: string }
+          | undefined;
+        if (row === undefined)
+          throw new KelpieError("NOT_FOUND", `Conversation ${m.conversation_id} not found`);
+        const next = { ...(JSON.parse(row.doc) as object), updated_at_ms: m.updated_at_ms } as Record<
+          string,
+          unknown
+        >;
+        if (m.summary !== undefined) next.summary = m.summary;
+        if (m.model !== undefined) next.model = m.model;
+        this.sql("UPDATE conversations SET doc = ? WHERE id = ?").run(
+          JSON.stringify(next),
+          m.conversation_id,
+        );
+        return;
+      }
       case "delete_conversation": {
         const { changes } = this.sql("DELETE FROM conversations WHERE id = ?").run(m.conversation_id);
         if (changes === 0) throw new KelpieError("NOT_FOUND", `Conversation ${m.conversation_id} not found`);
+        return;
+      }
+      case "put_outbox": {
+        const e = m.entry;
+        const exists = this.sql("SELECT 1 FROM outbox WHERE id = ?").get(e.id) !== undefined;
+        if (m.create && exists) throw new KelpieError("CONFLICT", `outbox entry ${e.id} already exists`);
+        if (!m.create && !exists) throw new KelpieError("NOT_FOUND", `Outbox entry ${e.id} not found`);
+        if (exists) {
+          this.sql("UPDATE outbox SET doc = ? WHERE id = ?").run(JSON.stringify(e), e.id);
+          return;
+        }
+        const { n } = this.sql("SELECT count(*) AS n FROM outbox WHERE agent_id = ?").get(e.agent_id) as {
+          n: number;
+        };
+        if (n >= OUTBOX_ENTRIES_PER_AGENT_MAX) throw outboxFull(e.agent_id, n);
+        this.withAgentKey(e.agent_id, () =>
+          this.sql("INSERT INTO outbox (id, agent_id, doc) VALUES (?, ?, ?)").run(
+            e.id,
+            e.agent_id,
+            JSON.stringify(e),
+          ),
+        );
+        return;
+      }
+      case "delete_outbox": {
+        this.sql("DELETE FROM outbox WHERE id = ?").run(m.entry_id);
         return;
       }
       case "put_idempotent": {
@@ -387,7 +432,131 @@ export class SqliteWriter {
         ).run(m.agent_id, keep);
         return;
       }
+      default:
+        this.applyTier(m);
     }
+  }
+
+  /** Archival and working memory (sqlite-tiers.ts reads them). */
+  private applyTier(m: Mutation): void {
+    switch (m.op) {
+      case "put_working": {
+        const e = m.entry;
+        // One writer applies commits one at a time: the count and the write cannot interleave.
+        const live = this.sql(
+          `SELECT count(*) AS n, coalesce(sum(size_bytes), 0) AS bytes FROM working_memory
+           WHERE agent_id = ? AND key <> ? AND (expires_at_ms IS NULL OR expires_at_ms > ?)`,
+        ).get(e.agent_id, e.key, e.updated_at_ms) as { n: number; bytes: number };
+        if (!this.exists("agents", e.agent_id)) throw notFound("agent", e.agent_id);
+        const over = workingLimitError(e.agent_id, live.n, live.bytes + e.size_bytes, m.limits);
+        if (over !== null) throw over;
+        this.sql(
+          `INSERT INTO working_memory (agent_id, key, size_bytes, expires_at_ms, updated_at_ms, value)
+           VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT (agent_id, key) DO UPDATE SET size_bytes = excluded.size_bytes,
+             expires_at_ms = excluded.expires_at_ms, updated_at_ms = excluded.updated_at_ms, value = excluded.value`,
+        ).run(e.agent_id, e.key, e.size_bytes, e.expires_at_ms, e.updated_at_ms, JSON.stringify(e.value));
+        return;
+      }
+      case "delete_working": {
+        this.sql("DELETE FROM working_memory WHERE agent_id = ? AND key = ?").run(m.agent_id, m.key);
+        return;
+      }
+      case "put_archive": {
+        const a = m.archive;
+        const exists = this.archiveExists(a.id);
+        if (m.create && exists) throw new KelpieError("CONFLICT", `archive ${a.id} already exists`);
+        if (!m.create && !exists) throw new KelpieError("NOT_FOUND", `Archive ${a.id} not found`);
+        const doc = JSON.stringify(a);
+        if (exists) this.sql("UPDATE archives SET name = ?, doc = ? WHERE id = ?").run(a.name, doc, a.id);
+        else
+          this.sql("INSERT INTO archives (id, name, created_at_ms, doc) VALUES (?, ?, ?, ?)").run(
+            a.id,
+            a.name,
+            a.created_at_ms,
+            doc,
+          );
+        return;
+      }
+      case "patch_archive": {
+        const row = this.sql("SELECT doc FROM archives WHERE id = ?").get(m.archive_id) as
+          | { doc: string }
+          | undefined;
+        if (row === undefined) throw new KelpieError("NOT_FOUND", `Archive ${m.archive_id} not found`);
+        const next = {
+          ...(JSON.parse(row.doc) as { name: string }),
+          updated_at_ms: m.updated_at_ms,
+        } as Record<string, unknown> & { name: string };
+        if (m.name !== undefined) next.name = m.name;
+        if (m.description !== undefined) next.description = m.description;
+        this.sql("UPDATE archives SET name = ?, doc = ? WHERE id = ?").run(
+          next.name,
+          JSON.stringify(next),
+          m.archive_id,
+        );
+        return;
+      }
+      case "delete_archive": {
+        const { changes } = this.sql("DELETE FROM archives WHERE id = ?").run(m.archive_id);
+        if (changes === 0) throw new KelpieError("NOT_FOUND", `Archive ${m.archive_id} not found`);
+        return;
+      }
+      case "delete_unattached_archives": {
+        this.sql(
+          `DELETE FROM archives WHERE id IN (SELECT value FROM json_each(?))
+           AND NOT EXISTS (SELECT 1 FROM agent_archives aa WHERE aa.archive_id = archives.id)`,
+        ).run(JSON.stringify(m.archive_ids));
+        return;
+      }
+      case "attach_archive":
+      case "detach_archive": {
+        if (!this.exists("agents", m.agent_id)) throw notFound("agent", m.agent_id);
+        if (!this.archiveExists(m.archive_id))
+          throw new KelpieError("NOT_FOUND", `Archive ${m.archive_id} not found`);
+        if (m.op === "attach_archive") {
+          this.sql(
+            `INSERT OR IGNORE INTO agent_archives (agent_id, archive_id, position)
+             VALUES (?, ?, (SELECT coalesce(max(position), 0) + 1 FROM agent_archives WHERE agent_id = ?))`,
+          ).run(m.agent_id, m.archive_id, m.agent_id);
+        } else {
+          this.sql("DELETE FROM agent_archives WHERE agent_id = ? AND archive_id = ?").run(
+            m.agent_id,
+            m.archive_id,
+          );
+        }
+        return;
+      }
+      case "insert_passages": {
+        for (const { passage, vector } of m.rows) {
+          if (!this.archiveExists(passage.archive_id))
+            throw new KelpieError("NOT_FOUND", `Archive ${passage.archive_id} not found`);
+          if (this.sql("SELECT 1 FROM passages WHERE id = ?").get(passage.id) !== undefined)
+            throw new KelpieError("CONFLICT", `passage ${passage.id} already exists`);
+          this.sql(
+            "INSERT INTO passages (id, archive_id, created_at_ms, text, doc, embedding) VALUES (?, ?, ?, ?, ?, ?)",
+          ).run(
+            passage.id,
+            passage.archive_id,
+            passage.created_at_ms,
+            passage.text,
+            JSON.stringify(passageDoc(passage)),
+            vectorBytes(vector),
+          );
+        }
+        return;
+      }
+      case "delete_passage": {
+        const { changes } = this.sql("DELETE FROM passages WHERE id = ?").run(m.passage_id);
+        if (changes === 0) throw new KelpieError("NOT_FOUND", `Passage ${m.passage_id} not found`);
+        return;
+      }
+      default:
+        throw new KelpieError("INTERNAL", `no SQLite executor for mutation ${m.op}`);
+    }
+  }
+
+  private archiveExists(id: string): boolean {
+    return this.sql("SELECT 1 FROM archives WHERE id = ?").get(id) !== undefined;
   }
 
   private nextFence(agentId: string): number {

@@ -38,6 +38,7 @@ import type {
   McpServerRecord,
   MessageRecord,
   Mutation,
+  OutboxRecord,
   PageQuery,
   RunRecord,
   StepRecord,
@@ -67,12 +68,33 @@ export interface SqliteOptions {
 
 /** Batches up to this size are applied on this thread when the writer thread is idle. */
 const INLINE_BATCH_ITEMS_MAX = 4;
+/** ...and only if they write at most this many rows: 500 passages (vectors and full-text rows)
+ * applied here held the event loop 70 ms. */
+const INLINE_BATCH_ROWS_MAX = 32;
+/** A tool's source counts one row per this many characters (a 1 MB source took 20 ms to write). */
+const INLINE_ROW_CHARS = 16 * 1024;
 
 /** Commits per batch sent to the writer thread: small enough that answers flow back while it works. */
 const WRITER_BATCH_ITEMS_MAX = 256;
 
 /** Bound on the parsed-tool cache; past it the cache starts over. */
 const TOOLS_PARSED_ENTRIES_MAX = 4_096;
+
+/** Roughly how many rows a batch writes (an operation is one, a bulk insert one per element). */
+function batchRows(batch: Pending[]): number {
+  let rows = 0;
+  for (const { item } of batch) {
+    if (item.kind !== "commit") rows += 1;
+    else for (const m of item.mutations) rows += mutationRows(m);
+  }
+  return rows;
+}
+
+function mutationRows(m: Mutation): number {
+  if (m.op === "insert_passages") return m.rows.length;
+  if (m.op === "put_tool") return 1 + Math.floor((m.tool.source_code?.length ?? 0) / INLINE_ROW_CHARS);
+  return 1;
+}
 
 const parse = <T>(row: unknown): T => JSON.parse((row as { doc: string }).doc) as T;
 
@@ -183,7 +205,10 @@ export class SqliteStorage implements Storage {
     }
     // A small batch with the writer idle is applied right here: a lone request pays no thread hop.
     // (The writer holds no lock when it has nothing in flight, so the two connections never wait.)
-    const small = this.inFlight.size === 0 && batch.length <= INLINE_BATCH_ITEMS_MAX;
+    const small =
+      this.inFlight.size === 0 &&
+      batch.length <= INLINE_BATCH_ITEMS_MAX &&
+      batchRows(batch) <= INLINE_BATCH_ROWS_MAX;
     if (this.options.writer === "inline" || small) {
       this.inline ??= new SqliteWriter(this.db);
       this.settle(batch, this.inline.runBatch(batch.map((p) => p.item)));
@@ -434,6 +459,22 @@ export class SqliteStorage implements Storage {
     return this.list<RunRecord>("runs", query, runListSql(agentId, query));
   }
 
+  async listUnfinishedRuns(agentId: string | undefined, limit: number): Promise<RunRecord[]> {
+    // The WHERE matches the partial index runs_unfinished (which SQLite, without statistics, must be
+    // told to use when no agent narrows the search).
+    const unfinished = "json_extract(doc, '$.status') IN ('created', 'running')";
+    const rows =
+      agentId === undefined
+        ? this.sql(
+            `SELECT doc FROM runs INDEXED BY runs_unfinished WHERE ${unfinished} ORDER BY seq LIMIT ?`,
+          ).all(limit)
+        : this.sql(`SELECT doc FROM runs WHERE ${unfinished} AND agent_id = ? ORDER BY seq LIMIT ?`).all(
+            agentId,
+            limit,
+          );
+    return rows.map((row) => parse<RunRecord>(row));
+  }
+
   async listSteps(runId: string): Promise<StepRecord[]> {
     return this.sql("SELECT doc FROM steps WHERE run_id = ? ORDER BY seq")
       .all(runId)
@@ -458,6 +499,29 @@ export class SqliteStorage implements Storage {
 
   async listConversations(agentId: string | undefined, query: PageQuery): Promise<ConversationRecord[]> {
     return this.list<ConversationRecord>("conversations", query, conversationListSql(agentId, query));
+  }
+
+  async getOutboxEntry(id: string): Promise<OutboxRecord | null> {
+    const row = this.sql("SELECT doc FROM outbox WHERE id = ?").get(id);
+    return row === undefined ? null : parse<OutboxRecord>(row);
+  }
+
+  async listOutbox(agentId: string, limit: number): Promise<OutboxRecord[]> {
+    return this.sql("SELECT doc FROM outbox WHERE agent_id = ? ORDER BY seq LIMIT ?")
+      .all(agentId, limit)
+      .map((row) => parse<OutboxRecord>(row));
+  }
+
+  async countOutbox(agentId: string): Promise<number> {
+    return (this.sql("SELECT count(*) AS n FROM outbox WHERE agent_id = ?").get(agentId) as { n: number }).n;
+  }
+
+  async listOutboxSenders(limit: number): Promise<string[]> {
+    return (
+      this.sql("SELECT agent_id FROM outbox GROUP BY agent_id ORDER BY min(seq) LIMIT ?").all(limit) as {
+        agent_id: string;
+      }[]
+    ).map((row) => row.agent_id);
   }
 
   async getIdempotent(key: string): Promise<IdempotentResponse | null> {

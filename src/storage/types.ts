@@ -41,6 +41,9 @@ export interface ToolRecord {
   metadata: Record<string, unknown>;
   created_at_ms: number;
   updated_at_ms: number;
+  /** Custom tools: the function the sandbox calls, found in the source when it was stored, so a run
+   * never parses the source again. Rows written before it existed lack it (read again per run). */
+  source_function_name?: string;
 }
 
 /**
@@ -190,6 +193,27 @@ export interface IdempotentResponse {
   created_at_ms: number;
 }
 
+/**
+ * A message an agent sent another with send_message_to_agent_async: committed with the sender's
+ * step (so the model's "sent" is durable), then delivered at least once by the outbox dispatcher
+ * (src/agent/outbox.ts) under an idempotency key derived from its id, and deleted once delivered.
+ */
+export interface OutboxRecord {
+  id: string;
+  /** The sender: the entry is part of its state (deleted with it, written under its fence). */
+  agent_id: string;
+  target_agent_id: string;
+  /** The text of the user message the target receives. */
+  text: string;
+  /** How deep in agent-to-agent calls the sending turn was. */
+  call_depth: number;
+  /** Delivery attempts that failed so far, the last one's error, and when the next may start. */
+  attempts: number;
+  last_error: string | null;
+  next_attempt_at_ms: number;
+  created_at_ms: number;
+}
+
 export type Order = "asc" | "desc";
 
 /** Cursor pagination as Letta clients use it: `after`/`before` are ids, in the listing's order. */
@@ -250,7 +274,42 @@ export type Mutation =
   | { op: "put_audit"; entry: AuditRecord }
   | { op: "put_idempotent"; response: IdempotentResponse }
   | { op: "put_conversation"; conversation: ConversationRecord; create: boolean }
-  | { op: "delete_conversation"; conversation_id: string };
+  | {
+      op: "patch_conversation";
+      conversation_id: string;
+      /** Only the fields present are set; the rest (in_context_message_ids above all) stay as stored. */
+      summary?: string | null;
+      model?: string | null;
+      updated_at_ms: number;
+    }
+  | { op: "delete_conversation"; conversation_id: string }
+  | { op: "put_outbox"; entry: OutboxRecord; create: boolean }
+  | { op: "delete_outbox"; entry_id: string }
+  | { op: "put_working"; entry: WorkingMemoryEntry; limits: WorkingMemoryLimits }
+  | { op: "delete_working"; agent_id: string; key: string }
+  | { op: "put_archive"; archive: ArchiveRecord; create: boolean }
+  | {
+      op: "patch_archive";
+      archive_id: string;
+      name?: string;
+      description?: string | null;
+      updated_at_ms: number;
+    }
+  | { op: "delete_archive"; archive_id: string }
+  | { op: "delete_unattached_archives"; archive_ids: string[] }
+  | { op: "attach_archive"; agent_id: string; archive_id: string }
+  | { op: "detach_archive"; agent_id: string; archive_id: string }
+  | { op: "insert_passages"; rows: { passage: PassageRecord; vector: Float32Array }[] }
+  | { op: "delete_passage"; passage_id: string };
+
+/**
+ * What one agent's working memory may hold, checked by the engine inside the transaction that
+ * writes: its live entries (unexpired at the put's `updated_at_ms`), the new one included.
+ */
+export interface WorkingMemoryLimits {
+  keys_max: number;
+  bytes_max: number;
+}
 
 /**
  * The agent whose state a commit changes, and the fencing token its activation holds. The commit
@@ -322,6 +381,12 @@ export interface ClusterStore {
   leave(node: NodeIdentity): Promise<void>;
   /** Every registered node, live or not. */
   listNodes(nodeDeadAfterMs: number): Promise<ClusterNode[]>;
+  /**
+   * The secret nodes sign forwarded requests with: stores `candidate` unless one is stored, and
+   * returns the stored one, the same to every node however many start at once. Engines no two
+   * processes share (memory, the simulator's) keep none.
+   */
+  clusterSecret?(candidate: Uint8Array): Promise<Uint8Array>;
 }
 
 export interface Storage {
@@ -350,7 +415,31 @@ export interface Storage {
    *   of a missing server is NOT_FOUND (its tools are separate rows, deleted by the caller);
    * - put_idempotent keeps the first response stored under a key (a second put is a no-op);
    * - put_conversation follows the put_* create rules and must name an existing agent (deleting the
-   *   agent deletes its conversations); delete_conversation of a missing one is NOT_FOUND.
+   *   agent deletes its conversations); delete_conversation of a missing one is NOT_FOUND;
+   * - put_outbox follows the put_* create rules and must name an existing sender agent (deleting the
+   *   agent deletes its outbox); a create beyond OUTBOX_ENTRIES_PER_AGENT_MAX entries of one sender
+   *   is OUTBOX_FULL; delete_outbox of a missing entry is a no-op (delivery is at-least-once: two
+   *   deliverers may both finish it);
+   * - patch_conversation sets only the fields it carries (and updated_at_ms) on the stored record,
+   *   so a turn's in_context_message_ids committed meanwhile stay; a missing one is NOT_FOUND;
+   * - put_working inserts or replaces an entry (NOT_FOUND for a missing agent) when the agent's live
+   *   entries — unexpired at entry.updated_at_ms, other keys plus this one — stay within
+   *   `limits.keys_max` keys and `limits.bytes_max` bytes, else BAD_REQUEST naming the limit. The
+   *   check and the write are one transaction, and two puts to one agent are serialized (PostgreSQL
+   *   locks the agent row), so concurrent puts cannot pass a limit together;
+   * - delete_working of an absent key is a no-op; deleting an agent deletes its working memory and
+   *   its archive attachments (not its archives: see delete_unattached_archives);
+   * - put_archive follows the put_* create rules; patch_archive sets only the fields it carries
+   *   (NOT_FOUND when missing); delete_archive of a missing one is NOT_FOUND and
+   *   removes its passages and attachments; delete_unattached_archives deletes each of the listed
+   *   archives that exists and that no agent is attached to (as the commit's earlier mutations
+   *   left it), and skips the rest;
+   * - attach_archive/detach_archive to a missing agent or archive is NOT_FOUND; attach of an
+   *   attached pair and detach of an absent pair are no-ops;
+   * - insert_passages inserts passages with their vectors (NOT_FOUND for a missing archive,
+   *   CONFLICT for an id that exists); read their seqs back with passageSeqs. delete_passage of a
+   *   missing passage is NOT_FOUND. Vector indexes are updated by the caller after the commit.
+   * Agent-scoped writes are made inside the agent's mailbox (runtime.invoke) with its fence.
    */
   commit(mutations: Mutation[], options?: CommitOptions): Promise<void>;
 
@@ -391,6 +480,8 @@ export interface Storage {
   getRun(id: string): Promise<RunRecord | null>;
   /** Runs of one agent (or all), newest first for desc. */
   listRuns(agentId: string | undefined, query: PageQuery): Promise<RunRecord[]>;
+  /** Runs still `created` or `running`, of one agent or of all, oldest first, at most `limit`. */
+  listUnfinishedRuns(agentId: string | undefined, limit: number): Promise<RunRecord[]>;
   listSteps(runId: string): Promise<StepRecord[]>;
 
   getMcpServer(id: string): Promise<McpServerRecord | null>;
@@ -400,6 +491,13 @@ export interface Storage {
   getConversation(id: string): Promise<ConversationRecord | null>;
   /** Conversations (of one agent, or all), in creation order (asc) or newest first (desc). */
   listConversations(agentId: string | undefined, query: PageQuery): Promise<ConversationRecord[]>;
+
+  getOutboxEntry(id: string): Promise<OutboxRecord | null>;
+  /** An agent's undelivered outbox entries, oldest first, at most `limit`. */
+  listOutbox(agentId: string, limit: number): Promise<OutboxRecord[]>;
+  countOutbox(agentId: string): Promise<number>;
+  /** Agents with undelivered outbox entries, the one with the oldest entry first, at most `limit`. */
+  listOutboxSenders(limit: number): Promise<string[]>;
 
   listApiKeys(): Promise<ApiKeyRecord[]>;
   /** The response stored under an Idempotency-Key, or null. */
@@ -468,27 +566,19 @@ export interface PassageListQuery extends PageQuery {
 }
 
 /**
- * Archival and working memory. Each write is its own transaction (passage batches: one for the
- * batch); deleting an agent removes its working memory and archive attachments (foreign keys).
+ * Reads of archival and working memory. Their writes are mutations applied by `Storage.commit`
+ * (put_archive, insert_passages, put_working, ...), in the same transaction as everything else.
  */
 export interface MemoryTierStorage {
-  putArchive(archive: ArchiveRecord, create: boolean): Promise<void>;
-  /** Removes the archive with its passages and attachments; NOT_FOUND when missing. */
-  deleteArchive(archiveId: string): Promise<void>;
   getArchive(id: string): Promise<ArchiveRecord | null>;
   listArchives(query: ArchiveListQuery): Promise<ArchiveRecord[]>;
-  /** Attaching an attached pair is a no-op; NOT_FOUND for a missing agent or archive. */
-  attachArchive(agentId: string, archiveId: string): Promise<void>;
-  detachArchive(agentId: string, archiveId: string): Promise<void>;
   /** The archives attached to an agent, in attach order. */
   listAgentArchives(agentId: string): Promise<ArchiveRecord[]>;
   listArchiveAgentIds(archiveId: string): Promise<string[]>;
 
-  /** Inserts passages with their vectors in one transaction; returns their seqs, in order. */
-  insertPassages(rows: { passage: PassageRecord; vector: Float32Array }[]): Promise<number[]>;
-  /** Removes a passage (and its full-text entry); returns its seq, or null when there was none. */
-  deletePassage(passageId: string): Promise<{ seq: number; archive_id: string } | null>;
   getPassage(id: string): Promise<PassageRecord | null>;
+  /** The seqs (index keys) of these passages, by id; missing ones left out. */
+  passageSeqs(ids: string[]): Promise<Map<string, number>>;
   getPassagesBySeq(seqs: number[]): Promise<Map<number, PassageRecord>>;
   listPassages(archiveIds: string[], query: PassageListQuery): Promise<PassageRecord[]>;
   countPassages(archiveIds: string[]): Promise<number>;
@@ -503,12 +593,9 @@ export interface MemoryTierStorage {
   /** Characters of passage text held, across all archives. */
   archivalChars(): Promise<number>;
 
+  /** An entry as stored, expired or not (writes: put_working / delete_working through `commit`). */
   getWorking(agentId: string, key: string): Promise<WorkingMemoryEntry | null>;
   listWorking(agentId: string): Promise<WorkingMemoryEntry[]>;
-  /** Inserts or replaces; NOT_FOUND when the agent is missing. */
-  putWorking(entry: WorkingMemoryEntry): Promise<void>;
-  /** Whether an entry was there. */
-  deleteWorking(agentId: string, key: string): Promise<boolean>;
   /** Bytes held in working memory, across all agents. */
   workingBytes(): Promise<number>;
 }

@@ -25,6 +25,14 @@ const RRF_K = 60;
 /** A message found only by meaning must be at least this similar to the query (cosine). */
 const CONVERSATION_SEMANTIC_SCORE_MIN = 0.3;
 
+/** Each result shows at most this much of its message's text (results stay a bounded size). */
+export const CONVERSATION_SEARCH_RESULT_CHARS_MAX = 500;
+
+/** A tool message answering conversation_search: searching it again would feed results on themselves. */
+function isSearchEcho(m: MessageRecord): boolean {
+  return m.role === "tool" && m.name === "conversation_search";
+}
+
 function dateBound(value: unknown, end: boolean, field: string): number | undefined {
   if (value === undefined || value === null || value === "") return undefined;
   if (typeof value !== "string") throw new ToolError(`Argument '${field}' must be an ISO 8601 date string.`);
@@ -98,10 +106,11 @@ export class MemoryTierTools implements ToolRunner {
     switch (name) {
       case "archival_memory_insert": {
         if (typeof args.content !== "string") throw new ToolError("Missing required argument 'content'.");
-        await this.archival.insertForAgent(ctx.agentId, {
-          text: args.content,
-          tags: tagsArg(args.tags, "tags") ?? [],
-        });
+        await this.archival.insertForAgent(
+          ctx.agentId,
+          { text: args.content, tags: tagsArg(args.tags, "tags") ?? [] },
+          ctx.fence,
+        );
         return "None";
       }
       case "archival_memory_search": {
@@ -134,7 +143,13 @@ export class MemoryTierTools implements ToolRunner {
         if (args.value === undefined) throw new ToolError("Missing required argument 'value'.");
         const ttl =
           args.ttl_seconds == null ? null : intArg(args.ttl_seconds, "ttl_seconds", 1, 31_536_000) * 1_000;
-        await this.working.put(ctx.agentId, args.key, { value: args.value, ttl_ms: ttl }, ["args"]);
+        await this.working.put(
+          ctx.agentId,
+          args.key,
+          { value: args.value, ttl_ms: ttl },
+          ["args"],
+          ctx.fence,
+        );
         return `Stored working memory key '${args.key}'.`;
       }
       case "working_memory_get": {
@@ -144,7 +159,7 @@ export class MemoryTierTools implements ToolRunner {
       }
       case "working_memory_delete": {
         if (typeof args.key !== "string") throw new ToolError("Missing required argument 'key'.");
-        const existed = await this.working.delete(ctx.agentId, args.key);
+        const existed = await this.working.delete(ctx.agentId, args.key, ctx.fence);
         if (!existed) throw new ToolError(`Working memory key '${args.key}' not found.`);
         return `Deleted working memory key '${args.key}'.`;
       }
@@ -183,6 +198,7 @@ export class MemoryTierTools implements ToolRunner {
     const pool = recent.filter(
       (m) =>
         m.role !== "system" &&
+        !isSearchEcho(m) &&
         (roles === undefined || roles.includes(m.role)) &&
         (startMs === undefined || m.created_at_ms >= startMs) &&
         (endMs === undefined || m.created_at_ms <= endMs) &&
@@ -197,12 +213,16 @@ export class MemoryTierTools implements ToolRunner {
       matches = await this.rankMessages(ctx, query, pool, limit);
     }
     if (matches.length === 0) return `No results found.${note}`;
-    const results = matches.map((m) => ({
-      timestamp: new Date(m.created_at_ms).toISOString(),
-      role: m.role,
-      content: textOf(m),
-    }));
-    return `Found ${matches.length} results${note}: ${JSON.stringify(results)}`;
+    // Numbered (time, role, text), clipped, on one line: never JSON wrapping JSON.
+    const lines = matches.map((m, i) => {
+      const text = textOf(m).replace(/\s+/g, " ").trim();
+      const shown =
+        text.length > CONVERSATION_SEARCH_RESULT_CHARS_MAX
+          ? `${text.slice(0, CONVERSATION_SEARCH_RESULT_CHARS_MAX)}…`
+          : text;
+      return `(${i + 1}) [${new Date(m.created_at_ms).toISOString()}] ${m.role}: ${shown}`;
+    });
+    return `Found ${matches.length} results${note}: ${lines.join(" ")}`;
   }
 
   private async rankMessages(

@@ -1,9 +1,13 @@
 // Letta's multi-agent tools, run through the actor runtime: the other agent's turn runs in its own
-// mailbox. These calls run outside the caller's mailbox (see agent/turn.ts), so a cycle — A asks
-// B, B asks A — completes instead of deadlocking; a depth limit stops runaway chains.
+// mailbox. These calls run outside the caller's mailbox (see agent/turn.ts), and a caller that
+// waits passes its run down the call chain, so the turn gate lets a call back into it (A asks B,
+// B asks A) instead of deadlocking (runtime/turn-gate.ts); a depth limit stops runaway chains. An
+// async send is an outbox entry, committed with the sender's step and delivered after it
+// (agent/outbox.ts).
 import type { MessageService } from "../agent/message-service.ts";
 import type { ToolCallContext, ToolOutput, ToolRunner, ToolRunners } from "../agent/tool-calls.ts";
-import type { Storage } from "../storage/types.ts";
+import { newId } from "../core/ids.ts";
+import type { OutboxRecord, Storage } from "../storage/types.ts";
 import { ToolError } from "./memory-tools.ts";
 
 /** How many agent-to-agent hops one client request may cause. */
@@ -32,6 +36,35 @@ function tags(args: Record<string, unknown>, name: string): string[] {
   return value as string[];
 }
 
+const ASYNC_NOTE =
+  "to reply to this message, make sure to use the 'send_message_to_agent_async' tool, or the agent will not receive your message";
+
+/** The message a target gets from another agent, with Letta's note on how to answer. */
+function incomingText(senderId: string, note: string, message: string): string {
+  return `[Incoming message from agent with ID '${senderId}' - ${note}] ${message}`;
+}
+
+/** An async message as an outbox entry of the sending agent, delivered after its step commits. */
+function asyncEntry(targetId: string, message: string, ctx: ToolCallContext): OutboxRecord {
+  const nowMs = ctx.env.clock.nowMs();
+  return {
+    id: newId("outbox", ctx.env.rng),
+    agent_id: ctx.agentId,
+    target_agent_id: targetId,
+    text: incomingText(ctx.agentId, ASYNC_NOTE, message),
+    call_depth: ctx.callDepth,
+    attempts: 0,
+    last_error: null,
+    next_attempt_at_ms: nowMs,
+    created_at_ms: nowMs,
+  };
+}
+
+/** The chain of a call the calling turn waits for: its own, then the calling run. */
+function waitingChain(ctx: ToolCallContext): readonly string[] {
+  return [...ctx.callChain, ctx.runId];
+}
+
 export class MultiAgentTools implements ToolRunner {
   constructor(
     private readonly messages: MessageService,
@@ -57,19 +90,15 @@ export class MultiAgentTools implements ToolRunner {
           message,
           ctx,
           "your response will be delivered to the sender agent",
+          waitingChain(ctx),
         );
         return { ok: true, value: JSON.stringify(replies) };
       }
       case "send_message_to_agent_async": {
         const other = text(args, "other_agent_id");
         await this.requireAgent(other);
-        void this.ask(
-          other,
-          message,
-          ctx,
-          "to reply to this message, make sure to use the 'send_message_to_agent_async' tool, or the agent will not receive your message",
-        ).catch(() => {});
-        return { ok: true, value: "Successfully sent message" };
+        // Said to the model only once the step commits the entry with this answer (agent/outbox.ts).
+        return { ok: true, value: "Successfully sent message", outbox: [asyncEntry(other, message, ctx)] };
       }
       case "send_message_to_agents_matching_tags": {
         const matchAll = tags(args, "match_all");
@@ -94,6 +123,7 @@ export class MultiAgentTools implements ToolRunner {
               message,
               ctx,
               "your response will be delivered to the sender agent",
+              waitingChain(ctx),
             ),
           })),
         );
@@ -115,6 +145,7 @@ export class MultiAgentTools implements ToolRunner {
     message: string,
     ctx: ToolCallContext,
     note: string,
+    callChain: readonly string[],
   ): Promise<string[]> {
     await this.requireAgent(otherAgentId);
     const result = await this.messages.send(
@@ -123,11 +154,11 @@ export class MultiAgentTools implements ToolRunner {
         messages: [
           {
             role: "user",
-            content: `[Incoming message from agent with ID '${ctx.agentId}' - ${note}] ${message}`,
+            content: incomingText(ctx.agentId, note, message),
           },
         ],
       },
-      { streamTokens: false, senderId: ctx.agentId, callDepth: ctx.callDepth + 1 },
+      { streamTokens: false, senderId: ctx.agentId, callDepth: ctx.callDepth + 1, callChain },
     );
     if (result.error) throw new ToolError(`Agent ${otherAgentId} failed to answer: ${result.error.message}`);
     return result.messages

@@ -1,8 +1,12 @@
 // Agents talking to agents through the runtime: replies, cycles without deadlock, the depth limit,
-// and messages to agents matching tags — all through the fake LLM over HTTP.
+// messages to agents matching tags, and async sends through the outbox — all through the fake LLM
+// over HTTP.
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { localDelivery } from "../../src/agent/outbox.ts";
+import { OUTBOX_ENTRIES_PER_AGENT_MAX } from "../../src/core/constants.ts";
 import { llmConfigFromEnv } from "../../src/llm/registry.ts";
 import { MemoryStorage } from "../../src/storage/memory.ts";
+import type { Mutation, OutboxRecord } from "../../src/storage/types.ts";
 import { type TestApp, testApp } from "../support/app.ts";
 import { type FakeLlm, type ScriptRequest, startFakeLlm } from "../support/fake-llm/server.ts";
 
@@ -182,5 +186,162 @@ describe("multi-agent tools", () => {
     expect(edit.status).toBe(200);
     expect(performance.now() - started).toBeLessThan(200);
     expect((await pending).status).toBe(200);
+  });
+});
+
+describe("send_message_to_agent_async: the outbox", () => {
+  const storage = () => t.kelpie.services.env.storage;
+  const fromSender = async (target: string, sender: string) =>
+    ((await t.req("GET", `/v1/agents/${target}/messages?order=asc&limit=100`)).body as any[]).filter(
+      (m) => m.message_type === "user_message" && m.sender_id === sender,
+    );
+  async function until<T>(what: string, probe: () => Promise<T | undefined>): Promise<T> {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const got = await probe();
+      if (got !== undefined) return got;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  const entry = (sender: string, target: string, over: Partial<OutboxRecord> = {}): OutboxRecord => ({
+    id: `outbox-${crypto.randomUUID()}`,
+    agent_id: sender,
+    target_agent_id: target,
+    text: "[Incoming message from agent] hello",
+    call_depth: 0,
+    attempts: 0,
+    last_error: null,
+    next_attempt_at_ms: 0,
+    created_at_ms: 0,
+    ...over,
+  });
+
+  it("answers once the entry is committed with the sender's step, then delivers it once", async () => {
+    await t.kelpie.close();
+    t = await testApp(new MemoryStorage(), {
+      llm: llmConfigFromEnv({ OPENAI_API_KEY: "sk-test", OPENAI_BASE_URL: `${fake.url}/v1` }),
+      observability: { tracing: null },
+    });
+    const ids: Record<string, string> = {};
+    let bCalls = 0;
+    fake.script((req) => {
+      const me = whoAmI(req);
+      const results = toolResultsSinceUser(req);
+      if (me === "a") {
+        if (results.length === 0)
+          return call("send_message_to_agent_async", { other_agent_id: ids.b, message: "hi b" });
+        return say(`a: ${JSON.parse(results[0]!.text).message}`);
+      }
+      bCalls++;
+      return say("b got it");
+    });
+    ids.a = await agent("a");
+    ids.b = await agent("b");
+    const res = await t.req("POST", `/v1/agents/${ids.a}/messages`, { input: "tell b" });
+    expect(res.status).toBe(200);
+    const said = res.body.messages.find((m: any) => m.message_type === "assistant_message").content;
+    expect(said).toBe("a: Successfully sent message");
+    const got = await until("b to get the message", async () => {
+      const m = await fromSender(ids.b!, ids.a!);
+      return m.length > 0 && (await storage().countOutbox(ids.a!)) === 0 ? m : undefined;
+    });
+    expect(got).toHaveLength(1);
+    expect(got[0].content).toContain("hi b");
+    expect(bCalls).toBe(1);
+    const metrics = (await t.kelpie.app.inject({ method: "GET", url: "/metrics" })).body;
+    expect(metrics).toContain('kelpie_outbox_deliveries_total{outcome="delivered"} 1');
+  });
+
+  it("applies one entry once however often it is delivered, one after another or at once", async () => {
+    let bCalls = 0;
+    fake.script(() => {
+      bCalls++;
+      return { ...say("ok"), delayMs: 100 };
+    });
+    const a = await agent("a");
+    const b = await agent("b");
+    const deliver = localDelivery(() => t.kelpie.services.messages);
+    const e = entry(a, b);
+    await Promise.all([deliver(e), deliver(e)]);
+    await deliver(e);
+    expect(await fromSender(b, a)).toHaveLength(1);
+    expect(bCalls).toBe(1);
+    expect((await t.req("GET", `/v1/runs/?agent_id=${b}`)).body).toHaveLength(1);
+  });
+
+  it("tries again when the target's model failed before its turn committed anything: the message is not lost", async () => {
+    // One model attempt per call, so the target's first turn fails with the model's error.
+    await t.kelpie.close();
+    t = await testApp(new MemoryStorage(), {
+      llm: llmConfigFromEnv({ OPENAI_API_KEY: "sk-test", OPENAI_BASE_URL: `${fake.url}/v1` }),
+      llmRetry: { attemptsMax: 1 },
+    });
+    const ids: Record<string, string> = {};
+    let bCalls = 0;
+    fake.script((req) => {
+      const results = toolResultsSinceUser(req);
+      if (whoAmI(req) === "a") {
+        if (results.length === 0)
+          return call("send_message_to_agent_async", { other_agent_id: ids.b, message: "still there?" });
+        return say("sent");
+      }
+      bCalls++;
+      if (bCalls === 1) throw new Error("the model is down");
+      return say("yes");
+    });
+    ids.a = await agent("a");
+    ids.b = await agent("b");
+    expect((await t.req("POST", `/v1/agents/${ids.a}/messages`, { input: "ask b" })).status).toBe(200);
+    const got = await until("b to answer on the second attempt", async () => {
+      const m = await fromSender(ids.b!, ids.a!);
+      return m.length > 0 && (await storage().countOutbox(ids.a!)) === 0 ? m : undefined;
+    });
+    expect(got).toHaveLength(1);
+    expect(bCalls).toBe(2);
+    const runs = (await t.req("GET", `/v1/runs/?agent_id=${ids.b}`)).body as any[];
+    expect(runs.map((r) => r.status).sort()).toEqual(["completed", "failed"]);
+  });
+
+  it("gives up a message whose target is gone, and says so in the audit log", async () => {
+    fake.script(() => say("ok"));
+    const a = await agent("a");
+    const gone = await agent("gone");
+    const e = entry(a, gone);
+    await storage().commit([{ op: "put_outbox", entry: e, create: true }]);
+    expect((await t.req("DELETE", `/v1/agents/${gone}`)).status).toBe(200);
+    // The sender's next activation delivers what waits in its outbox.
+    expect((await t.req("POST", `/v1/agents/${a}/messages`, { input: "hi" })).status).toBe(200);
+    const audit = await until("the give-up to be audited", async () => {
+      const entries = await storage().listAudit({ limit: 100, order: "desc" });
+      return entries.find((x) => x.action === "outbox.undeliverable");
+    });
+    expect(audit.target).toBe(gone);
+    expect(audit.detail).toMatchObject({ agent_id: a, outbox_entry_id: e.id, attempts: 1 });
+    expect(await storage().countOutbox(a)).toBe(0);
+  });
+
+  it("refuses a send with a tool error the model reads when the sender's outbox is full", async () => {
+    const ids: Record<string, string> = {};
+    let refusal = "";
+    fake.script((req) => {
+      const results = toolResultsSinceUser(req);
+      if (results.length === 0)
+        return call("send_message_to_agent_async", { other_agent_id: ids.b, message: "one more" });
+      refusal = JSON.parse(results[0]!.text).message;
+      return say("gave up");
+    });
+    ids.a = await agent("a");
+    ids.b = await agent("b");
+    // Entries not due for an hour stay put while the sender sends.
+    const waiting = Array.from({ length: OUTBOX_ENTRIES_PER_AGENT_MAX }, () =>
+      entry(ids.a!, ids.b!, { next_attempt_at_ms: Date.now() + 3_600_000 }),
+    );
+    await storage().commit(waiting.map((e): Mutation => ({ op: "put_outbox", entry: e, create: true })));
+    const res = await t.req("POST", `/v1/agents/${ids.a}/messages`, { input: "send" });
+    expect(res.status).toBe(200);
+    expect(refusal).toContain(`max ${OUTBOX_ENTRIES_PER_AGENT_MAX}`);
+    expect(await storage().countOutbox(ids.a)).toBe(OUTBOX_ENTRIES_PER_AGENT_MAX);
+    expect(await fromSender(ids.b, ids.a)).toHaveLength(0);
   });
 });

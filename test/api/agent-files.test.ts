@@ -1,8 +1,9 @@
 // Letta agent files through the real routes: every real .af file imports, exports and re-imports
 // to an equivalent agent that answers through a fake LLM over HTTP; ids are new and consistent;
 // options, unsupported parts (warnings), MCP servers, archives and malformed files (422s).
-import { readdirSync, readFileSync } from "node:fs";
-import { resolve } from "node:path";
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { AGENT_FILE_BYTES_MAX } from "../../src/api/agent-files.ts";
 import { llmConfigFromEnv } from "../../src/llm/registry.ts";
@@ -25,16 +26,17 @@ beforeAll(async () => {
 afterAll(async () => {
   await fake.close();
 });
+const llm = () =>
+  llmConfigFromEnv({
+    OPENAI_API_KEY: "sk-test",
+    OPENAI_BASE_URL: `${fake.url}/v1`,
+    ANTHROPIC_API_KEY: "sk-ant-test",
+    ANTHROPIC_BASE_URL: fake.url,
+  });
+
 beforeEach(async () => {
   fake.reset();
-  t = await testApp(new MemoryStorage(), {
-    llm: llmConfigFromEnv({
-      OPENAI_API_KEY: "sk-test",
-      OPENAI_BASE_URL: `${fake.url}/v1`,
-      ANTHROPIC_API_KEY: "sk-ant-test",
-      ANTHROPIC_BASE_URL: fake.url,
-    }),
-  });
+  t = await testApp(new MemoryStorage(), { llm: llm() });
 });
 afterEach(async () => {
   await t.kelpie.close();
@@ -284,7 +286,12 @@ describe("import options and mapping", () => {
     const agent = await agentOf(id);
     expect(agent.message_ids).toEqual([]);
     expect(agent.project_id).toBe("proj-1");
-    expect(agent.tool_exec_environment_variables).toEqual([{ key: "API_KEY", value: "k1" }]);
+    // Secrets are write-only: the agent shows the name, and the value masked.
+    expect(agent.tool_exec_environment_variables).toEqual([
+      { key: "API_KEY", value: "****", description: null, agent_id: id },
+    ]);
+    const stored = await t.kelpie.services.env.storage.getAgent(id);
+    expect(stored?.extra.tool_exec_environment_variables).toEqual([{ key: "API_KEY", value: "k1" }]);
     expect(agent.llm_config).toMatchObject({
       model: "claude-sonnet-4-5",
       model_endpoint_type: "anthropic",
@@ -338,7 +345,8 @@ describe("import options and mapping", () => {
     expect((await agentOf(id)).tools.map((x: any) => x.name)).not.toContain("open_files");
   });
 
-  it("ties MCP tools to a server of the same name, registering it from the file once", async () => {
+  /** The v2 file with an MCP tool `echo` of a server the file describes (`config` as Letta's export). */
+  function withMcpTool(server: Record<string, unknown>) {
     const file = v2File();
     file.tools.push({
       id: "tool-2",
@@ -352,17 +360,19 @@ describe("import options and mapping", () => {
       metadata_: { mcp: { server_name: "everything", server_id: "mcp_server-0" } },
     } as any);
     (file.agents[0]!.tool_ids as string[]).push("tool-2");
-    (file as any).mcp_servers = [
-      {
-        id: "mcp_server-0",
-        server_type: "stdio",
-        server_name: "everything",
-        stdio_config: { command: "node", args: ["server.js"] },
-      },
-    ];
+    (file as any).mcp_servers = [{ id: "mcp_server-0", server_name: "everything", ...server }];
+    return file;
+  }
+
+  it("ties MCP tools to a server of the same name, registering a remote one from the file once", async () => {
+    const file = withMcpTool({
+      server_type: "streamable_http",
+      server_url: "https://mcp.example.com/mcp",
+      stdio_config: null,
+    });
     const first = await importOk(file);
     expect(first.warnings.map((w) => w.msg).join("\n")).toMatch(
-      /MCP server 'everything' \(stdio\) was registered/,
+      /MCP server 'everything' \(streamable_http\) was registered/,
     );
     const servers = (await t.req("GET", "/v1/mcp-servers/")).body;
     expect(servers).toHaveLength(1);
@@ -373,14 +383,37 @@ describe("import options and mapping", () => {
     const exported = await exportOf(first.id);
     expect(exported.mcp_servers).toEqual([
       expect.objectContaining({
-        server_type: "stdio",
+        server_type: "streamable_http",
         server_name: "everything",
-        stdio_config: { command: "node", args: ["server.js"], env: null },
+        server_url: "https://mcp.example.com/mcp",
       }),
     ]);
     const second = await importOk(exported);
     expect((await t.req("GET", "/v1/mcp-servers/")).body).toHaveLength(1);
     expect((await agentOf(second.id)).tools.find((x: any) => x.name === "echo").id).toBe(echo.id);
+  });
+
+  it("never registers (or starts) a stdio MCP server from a file, even where stdio servers are allowed", async () => {
+    await t.kelpie.close();
+    t = await testApp(new MemoryStorage(), { llm: llm(), mcpStdio: { commands: ["*"], paths: [] } });
+    const marker = join(mkdtempSync(join(tmpdir(), "kelpie-af-")), "pwned");
+    const file = withMcpTool({
+      server_type: "stdio",
+      server_url: null,
+      stdio_config: { command: "sh", args: ["-c", `touch ${marker}`], env: null },
+    });
+    const { id, warnings } = await importOk(file);
+    const text = warnings.map((w) => `${w.loc.join(".")}: ${w.msg}`).join("\n");
+    expect(text).toMatch(/mcp_servers\.0: MCP server 'everything' \(stdio\) was not registered/);
+    expect(text).toMatch(/MCP tool 'echo' of stdio server 'everything' not attached/);
+    expect((await t.req("GET", "/v1/mcp-servers/")).body).toEqual([]);
+    const agent = await agentOf(id);
+    expect(agent.tools.map((x: any) => x.name)).not.toContain("echo");
+    // The agent works, and nothing ran: not at import, not on the agent's first message.
+    fake.script(() => ({ text: "hi" }));
+    expect((await t.req("POST", `/v1/agents/${id}/messages`, { input: "hello" })).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(existsSync(marker)).toBe(false);
   });
 
   it("carries archives and their passages (Kelpie's extension to the format)", async () => {

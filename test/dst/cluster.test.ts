@@ -9,11 +9,10 @@ import { SeededRng } from "../../src/core/rng.ts";
 import { HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, SimCluster, type SimNode } from "../../src/dst/cluster.ts";
 import { SimDisk } from "../../src/dst/disk.ts";
 import { ActiveFaults, FaultCounters } from "../../src/dst/faults.ts";
-import { History } from "../../src/dst/history.ts";
+import { serveHttp } from "../../src/dst/http.ts";
 import { bugSwitches } from "../../src/dst/mutations.ts";
 import { SimNetwork } from "../../src/dst/network.ts";
 import type { Reply, Request } from "../../src/dst/requests.ts";
-import { SimRouter } from "../../src/dst/routing.ts";
 import { SimScheduler } from "../../src/dst/scheduler.ts";
 import { SCRATCH_BLOCK_LABEL } from "../../src/dst/sim-llm.ts";
 import { sandboxToolRecord } from "../../src/dst/sim-sandbox.ts";
@@ -43,9 +42,10 @@ async function world(seed: number) {
     trace,
     bugs,
     llm: llmConfigFromEnv({ OPENAI_API_KEY: "dst-simulated" }),
+    violation: (text) => {
+      throw new Error(text);
+    },
   });
-  const history = new History();
-  const router = new SimRouter({ cluster, network, scheduler, history, bugs, trace });
   await disk.storage.commit([{ op: "put_tool", tool: sandboxToolRecord(0), create: true }]);
   await cluster.bootAll();
 
@@ -65,9 +65,8 @@ async function world(seed: number) {
     return promise;
   };
   const advance = (ms: number) => scheduler.run({ untilMs: scheduler.nowMs() + ms });
-  const request = async (node: SimNode, req: Request): Promise<Reply> =>
-    until(router.handle(node, req, `test ${req.kind}`));
-  return { scheduler, disk, cluster, router, lines, until, advance, request };
+  const request = async (node: SimNode, req: Request): Promise<Reply> => until(serveHttp(node, req, bugs));
+  return { scheduler, disk, cluster, router: cluster.links, lines, until, advance, request };
 }
 
 type World = Awaited<ReturnType<typeof world>>;

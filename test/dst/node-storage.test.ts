@@ -46,6 +46,7 @@ function nodeView(disk: SimDisk, skipChecksumVerify: boolean) {
     crash: () => {},
     dbPartition: () => null,
     ackBeforeCommit: false,
+    outboxWriteBehind: false,
     skipChecksumVerify,
   });
   return { storage: view.storage, faults, counters, trace };

@@ -2,6 +2,7 @@
 // turn replays it, concurrent retries share one turn, and a retry after kill -9 in the middle of a
 // turn resumes it from its last committed step, so the memory edit it made happens once.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { RUN_INTERRUPTED_ERROR } from "../../src/agent/run-recovery.ts";
 import { type FakeLlm, type ScriptRequest, startFakeLlm } from "../support/fake-llm/server.ts";
 import { http, type ServerProcess, startServer, tempDataDir } from "../support/server-process.ts";
 
@@ -128,6 +129,9 @@ describe("Idempotency-Key on POST /v1/agents/{id}/messages (real process)", () =
 
     slowMs = 0;
     server = await startServer({ dataDir: data.dir, env: env() });
+    // The restart marked the cut run failed (interrupted); the retry resumes it all the same.
+    const [cut] = (await http(server.url, "GET", `/v1/runs/?agent_id=${agentId}`)).body;
+    expect(cut).toMatchObject({ status: "failed", stop_reason: "error", error: RUN_INTERRUPTED_ERROR });
     const retry = await send(server.url, agentId, "slow: remember: r1", "key-r1");
     expect(retry.status).toBe(200);
     expect(retry.body.stop_reason.stop_reason).toBe("end_turn");
@@ -143,7 +147,7 @@ describe("Idempotency-Key on POST /v1/agents/{id}/messages (real process)", () =
     const history = (await http(server.url, "GET", `/v1/agents/${agentId}/messages?order=asc`)).body;
     expect(history.filter((m: any) => m.message_type === "user_message")).toHaveLength(1);
     const run = (await http(server.url, "GET", `/v1/runs/${retry.body.usage.run_ids[0]}`)).body;
-    expect(run.status).toBe("completed");
+    expect(run).toMatchObject({ status: "completed", stop_reason: "end_turn", error: null });
   });
   it("any other POST with a key answers a retry with the first answer, across a restart", async () => {
     server ??= await startServer({ dataDir: data.dir, env: env() });

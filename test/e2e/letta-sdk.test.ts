@@ -62,6 +62,8 @@ describe("the Letta TypeScript SDK against a real Kelpie process", () => {
         OPENAI_BASE_URL: `${fake.url}/v1`,
         ANTHROPIC_API_KEY: "sk-ant-test",
         ANTHROPIC_BASE_URL: fake.url,
+        // The stdio MCP test's server, sandboxed (its node_modules is bound for it).
+        KELPIE_MCP_STDIO_COMMANDS: EVERYTHING,
       },
     });
     client = new Letta({

@@ -1,5 +1,7 @@
 // MCP end to end against real MCP servers started by the test: @modelcontextprotocol/server-everything
-// over stdio, streamable HTTP and SSE, and a fault server of our own (errors, hangs, crashes).
+// over stdio, streamable HTTP and SSE, and a fault server of our own (errors, hangs, crashes). Stdio
+// servers are allowed here (any command) and run in their sandbox, which binds the project's
+// node_modules and this directory (the fault server's script) read-only.
 import { type ChildProcess, spawn } from "node:child_process";
 import { join, resolve } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -12,6 +14,7 @@ import { freePort } from "../support/server-process.ts";
 const ROOT = resolve(import.meta.dirname, "../..");
 const EVERYTHING = join(ROOT, "node_modules/.bin/mcp-server-everything");
 const FAULT_SERVER = join(ROOT, "test/mcp/fault-server.mjs");
+const MCP_STDIO = { commands: ["*"], paths: [join(ROOT, "node_modules"), join(ROOT, "test/mcp")] };
 
 let fake: FakeLlm;
 let t: TestApp;
@@ -28,6 +31,9 @@ beforeEach(async () => {
   fake.reset();
   t = await testApp(new MemoryStorage(), {
     llm: llmConfigFromEnv({ OPENAI_API_KEY: "sk-test", OPENAI_BASE_URL: `${fake.url}/v1` }),
+    mcpStdio: MCP_STDIO,
+    // The HTTP MCP servers here run on loopback, which the egress policy refuses unless allowed.
+    egress: { allow: ["127.0.0.1"] },
   });
 });
 afterEach(async () => {
@@ -133,7 +139,7 @@ describe("MCP servers", () => {
     expect(crashed.status).toBe(502);
     expect(crashed.body.detail).toContain("faults");
     const after = (await run("whoami")).body.func_return;
-    expect(after).toMatch(/^pid \d+$/);
+    expect(after).toMatch(/^instance [\w-]+$/);
     expect(after).not.toBe(before); // a new child: it reconnected
 
     const broken = await register("broken", {

@@ -31,7 +31,7 @@ describe("archival memory on a database two nodes share", () => {
     const insert = async (t: TestApp, text: string) =>
       (await t.req("POST", `/v1/agents/${agentId}/archival-memory`, { text })).body[0].id as string;
     await insert(a, "p-1 first");
-    const archiveId = (await b.kelpie.services.archival.agentArchive(agentId, false))!.id;
+    const archiveId = (await b.kelpie.services.archival.agentArchive(agentId))!.id;
     const searchB = (n: number) =>
       b.kelpie.services.archival.search([archiveId], { query: `p-${n}`, topK: 3 });
     // B loads the index now, with one passage.

@@ -5,7 +5,13 @@ import { ManualClock } from "../../src/core/clock.ts";
 import { SeededRng } from "../../src/core/rng.ts";
 import { llmConfigFromEnv } from "../../src/llm/registry.ts";
 import { WorkingMemoryService } from "../../src/memory/working-memory.ts";
+import { LocalPlacement } from "../../src/runtime/placement.ts";
+import { Runtime } from "../../src/runtime/runtime.ts";
 import { MemoryStorage } from "../../src/storage/memory.ts";
+import {
+  CONVERSATION_SEARCH_LIMIT_DEFAULT,
+  CONVERSATION_SEARCH_RESULT_CHARS_MAX,
+} from "../../src/tools/memory-tier-tools.ts";
 import { type TestApp, testApp } from "../support/app.ts";
 import { type FakeLlm, type ScriptRequest, startFakeLlm } from "../support/fake-llm/server.ts";
 import { storedAgent } from "../support/records.ts";
@@ -141,6 +147,54 @@ describe("memory tools through the model", () => {
     const none = await call(agent.id, "conversation_search", { query: "zzyzx", roles: ["user"] });
     expect(none.tool_return).toContain("No results found");
   }, 30_000);
+
+  it("conversation_search 20 times in one turn: never its own results, compact, the prompt bounded", async () => {
+    const SEARCHES = 20;
+    const RESULTS_DEFAULT = CONVERSATION_SEARCH_LIMIT_DEFAULT;
+    fake.script((req) => {
+      if (!lastUser(req).startsWith("search"))
+        return { toolCalls: [{ name: "send_message", args: { message: "ok" } }] };
+      const done = req.messages.filter(
+        (m) => m.role === "tool" && m.toolName === "conversation_search",
+      ).length;
+      if (done < SEARCHES)
+        return {
+          toolCalls: [
+            { name: "conversation_search", args: { query: "Toronto sister", request_heartbeat: true } },
+          ],
+        };
+      return { toolCalls: [{ name: "send_message", args: { message: "done" } }] };
+    });
+    const agent = (await t.req("POST", "/v1/agents/", { model: "openai/gpt-4o-mini" })).body;
+    await t.req("POST", `/v1/agents/${agent.id}/messages`, {
+      messages: [{ role: "user", content: 'My sister lives in Toronto, "downtown" near the lake.' }],
+    });
+    fake.requests.length = 0;
+    const res = await t.req("POST", `/v1/agents/${agent.id}/messages`, {
+      messages: [{ role: "user", content: "search Toronto sister" }],
+    });
+    expect(res.status).toBe(200);
+    const returns = res.body.messages
+      .filter((m: any) => m.message_type === "tool_return_message" && m.name === "conversation_search")
+      .map((m: any) => m.tool_return as string);
+    expect(returns).toHaveLength(SEARCHES);
+    for (const r of returns) {
+      // The original message, as text (its quotes not escaped), and no earlier search result.
+      expect(r).toContain('user: My sister lives in Toronto, "downtown" near the lake.');
+      expect(r).not.toContain("\\");
+      expect(r.match(/Found \d+ results/g)).toHaveLength(1);
+      expect(r.length).toBeLessThan(RESULTS_DEFAULT * (CONVERSATION_SEARCH_RESULT_CHARS_MAX + 60));
+    }
+    // Each step's prompt grows only by one call and one fixed-size result.
+    const sizes = fake.requests
+      .filter((r) => r.protocol === "openai")
+      .map((r) => JSON.stringify(r.body.messages).length);
+    expect(sizes.length).toBeGreaterThanOrEqual(SEARCHES);
+    const growth = sizes.slice(1).map((n, i) => n - sizes[i]!);
+    expect(Math.max(...growth)).toBeLessThan(
+      2 * RESULTS_DEFAULT * (CONVERSATION_SEARCH_RESULT_CHARS_MAX + 60),
+    );
+  }, 60_000);
 });
 
 describe("working memory limits and expiry", () => {
@@ -156,7 +210,10 @@ describe("working memory limits and expiry", () => {
         agent: storedAgent(agentId, "wm"),
       },
     ]);
-    const wm = new WorkingMemoryService(env);
+    const wm = new WorkingMemoryService(
+      env,
+      new Runtime({ clock, storage, placement: new LocalPlacement(storage) }),
+    );
     await wm.put(agentId, "short", { value: 1, ttl_ms: 5_000 });
     await wm.put(agentId, "long", { value: "kept" });
     clock.advanceMs(4_999);

@@ -141,4 +141,21 @@ describe("postgres cluster store", () => {
     );
     expect(results.filter((r) => r.acquired)).toHaveLength(1);
   });
+
+  it("nodes starting together agree on one cluster secret, made by one of them and kept", async () => {
+    // Separate pools, as separate node processes have.
+    const nodes = [0, 1, 2, 3].map(() => new PostgresStorage({ url: db.url(), maxConnections: 1 }));
+    try {
+      const candidates = nodes.map((_, i) => new Uint8Array(32).fill(i + 1));
+      const got = await Promise.all(nodes.map((n, i) => n.cluster.clusterSecret(candidates[i]!)));
+      const winner = Buffer.from(got[0]!).toString("hex");
+      for (const secret of got) expect(Buffer.from(secret).toString("hex")).toBe(winner);
+      expect(candidates.map((c) => Buffer.from(c).toString("hex"))).toContain(winner);
+      // A node starting later reads the same secret; its own candidate is dropped.
+      const later = await storage.cluster.clusterSecret(new Uint8Array(32).fill(99));
+      expect(Buffer.from(later).toString("hex")).toBe(winner);
+    } finally {
+      await Promise.all(nodes.map((n) => n.close()));
+    }
+  });
 });

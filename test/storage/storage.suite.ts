@@ -1,15 +1,21 @@
 // One behavioural suite for every Storage engine: the `commit` contract, fencing, pagination,
 // filters, relations and cascades must be the same on memory, SQLite and PostgreSQL.
 import { beforeEach, expect, it } from "vitest";
+import { OUTBOX_ENTRIES_PER_AGENT_MAX } from "../../src/core/constants.ts";
 import { KelpieError } from "../../src/core/errors.ts";
 import { SeededRng } from "../../src/core/rng.ts";
 import type {
   AgentRecord,
+  ArchiveRecord,
   BlockRecord,
   MessageRecord,
   Mutation,
+  OutboxRecord,
+  PassageRecord,
+  RunRecord,
   Storage,
   ToolRecord,
+  WorkingMemoryEntry,
 } from "../../src/storage/types.ts";
 
 type StoredAgent = Omit<AgentRecord, "block_ids" | "tool_ids">;
@@ -500,6 +506,293 @@ export function storageSuite(open: () => Promise<Storage>): void {
     expect((await s.getConversation(c3.id))!.agent_id).toBe(other.id);
   });
 
+  it("lists unfinished runs (created or running) per agent or of all, oldest first, up to a limit", async () => {
+    const a = agent();
+    const b = agent();
+    await s.commit([
+      { op: "put_agent", agent: a, create: true },
+      { op: "put_agent", agent: b, create: true },
+    ]);
+    const run = (runId: string, agentId: string, status: RunRecord["status"]): RunRecord => ({
+      id: runId,
+      agent_id: agentId,
+      status,
+      stop_reason: null,
+      background: false,
+      metadata: {},
+      request_config: null,
+      usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, step_count: 0 },
+      error: null,
+      created_at_ms: 1,
+      completed_at_ms: null,
+    });
+    await s.commit([
+      { op: "put_run", run: run("run-a1", a.id, "running") },
+      { op: "put_run", run: run("run-b1", b.id, "created") },
+      { op: "put_run", run: run("run-a2", a.id, "completed") },
+      { op: "put_run", run: run("run-a3", a.id, "created") },
+      { op: "put_run", run: run("run-a4", a.id, "failed") },
+      { op: "put_run", run: run("run-a5", a.id, "cancelled") },
+    ]);
+    const ids = (runs: RunRecord[]) => runs.map((r) => r.id);
+    expect(ids(await s.listUnfinishedRuns(a.id, 10))).toEqual(["run-a1", "run-a3"]);
+    expect(ids(await s.listUnfinishedRuns(undefined, 10))).toEqual(["run-a1", "run-b1", "run-a3"]);
+    expect(ids(await s.listUnfinishedRuns(undefined, 2))).toEqual(["run-a1", "run-b1"]);
+    await s.commit([{ op: "put_run", run: { ...run("run-a1", a.id, "failed"), completed_at_ms: 2 } }]);
+    expect(ids(await s.listUnfinishedRuns(a.id, 10))).toEqual(["run-a3"]);
+  });
+
+  it("round-trips every JSON value through working memory exactly, strings that look like JSON included", async () => {
+    const a = agent();
+    await s.commit([{ op: "put_agent", agent: a, create: true }]);
+    const values: unknown[] = [
+      "abc",
+      "[1, 2]",
+      '{"a":1}',
+      "null",
+      "",
+      '"quoted"',
+      "1",
+      0,
+      -1.5,
+      true,
+      false,
+      null,
+      [1, "two", null, [3]],
+      { nested: { s: "[1, 2]", n: 1 } },
+    ];
+    for (const [i, value] of values.entries()) {
+      const key = `k${i}`;
+      const entry = { agent_id: a.id, key, value, size_bytes: 1, expires_at_ms: null, updated_at_ms: 1 };
+      await s.commit([{ op: "put_working", entry, limits: { keys_max: 100, bytes_max: 100 } }]);
+      expect((await s.tiers.getWorking(a.id, key))!.value, `value ${JSON.stringify(value)}`).toStrictEqual(
+        value,
+      );
+    }
+    const listed = await s.tiers.listWorking(a.id);
+    expect(new Map(listed.map((e) => [e.key, e.value]))).toStrictEqual(
+      new Map(values.map((v, i) => [`k${i}`, v])),
+    );
+  });
+
+  const LIMITS = { keys_max: 3, bytes_max: 100 };
+  const working = (
+    agentId: string,
+    key: string,
+    over: Partial<WorkingMemoryEntry> = {},
+  ): WorkingMemoryEntry => ({
+    agent_id: agentId,
+    key,
+    value: key,
+    size_bytes: 10,
+    expires_at_ms: null,
+    updated_at_ms: 1_000,
+    ...over,
+  });
+  const putWorking = (entry: WorkingMemoryEntry, fence?: { agent_id: string; token: number }) =>
+    s.commit([{ op: "put_working", entry, limits: LIMITS }], fence ? { fence } : undefined);
+
+  it("checks working-memory limits inside put_working, over live entries only", async () => {
+    const a = agent();
+    await putAgent(a);
+    await putWorking(working(a.id, "k1"));
+    await putWorking(working(a.id, "k2", { expires_at_ms: 500 })); // expired at 1000: does not count
+    await putWorking(working(a.id, "k3"));
+    await putWorking(working(a.id, "k4"));
+    expect(await code(putWorking(working(a.id, "k5")))).toBe("BAD_REQUEST");
+    await putWorking(working(a.id, "k1", { size_bytes: 80 })); // replacing a key: not one more
+    const tooBig = await putWorking(working(a.id, "k3", { size_bytes: 11 })).catch((e: KelpieError) => e);
+    expect(tooBig).toMatchObject({ code: "BAD_REQUEST", message: expect.stringContaining("101 bytes") });
+    // k2 expired, so putting it again is one more live key.
+    expect(await code(putWorking(working(a.id, "k2", { expires_at_ms: 2_000 })))).toBe("BAD_REQUEST");
+    await s.commit([{ op: "delete_working", agent_id: a.id, key: "k4" }]);
+    await s.commit([{ op: "delete_working", agent_id: a.id, key: "k4" }]); // absent: no-op
+    await putWorking(working(a.id, "k2", { expires_at_ms: 2_000 }));
+    expect((await s.tiers.listWorking(a.id)).map((e) => e.key)).toEqual(["k1", "k2", "k3"]);
+    // An entry that expires later counts until then, and no longer after.
+    expect(await code(putWorking(working(a.id, "k9")))).toBe("BAD_REQUEST");
+    await putWorking(working(a.id, "k9", { updated_at_ms: 2_000 }));
+    expect(await code(putWorking(working("agent-none", "k")))).toBe("AGENT_NOT_FOUND");
+    // All or nothing, with the rest of the commit.
+    const failing: Mutation[] = [
+      { op: "delete_working", agent_id: a.id, key: "k1" },
+      { op: "attach_block", agent_id: a.id, block_id: "block-none" },
+    ];
+    expect(await code(s.commit(failing))).toBe("BLOCK_NOT_FOUND");
+    expect(await s.tiers.getWorking(a.id, "k1")).not.toBeNull();
+    await s.commit([{ op: "delete_agent", agent_id: a.id }]);
+    expect(await s.tiers.listWorking(a.id)).toEqual([]);
+  });
+
+  it("lets concurrent working-memory puts pass a limit only together with nothing", async () => {
+    const a = agent();
+    await putAgent(a);
+    const token = await s.acquireFence(a.id);
+    const results = await Promise.allSettled(
+      Array.from({ length: 8 }, (_, i) => putWorking(working(a.id, `c${i}`), { agent_id: a.id, token })),
+    );
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(LIMITS.keys_max);
+    expect(await s.tiers.listWorking(a.id)).toHaveLength(LIMITS.keys_max);
+  });
+
+  it("patches only a conversation's given fields, keeping its context ids", async () => {
+    const a = agent();
+    await putAgent(a);
+    const c = {
+      id: id("conv"),
+      agent_id: a.id,
+      summary: "s",
+      model: "m",
+      in_context_message_ids: ["message-1"],
+      created_at_ms: 1,
+      updated_at_ms: 1,
+    };
+    await s.commit([{ op: "put_conversation", conversation: c, create: true }]);
+    await s.commit([
+      {
+        op: "put_conversation",
+        conversation: { ...c, in_context_message_ids: ["message-1", "message-2"] },
+        create: false,
+      },
+      { op: "patch_conversation", conversation_id: c.id, summary: "new", updated_at_ms: 9 },
+    ]);
+    await s.commit([{ op: "patch_conversation", conversation_id: c.id, model: null, updated_at_ms: 10 }]);
+    expect(await s.getConversation(c.id)).toEqual({
+      ...c,
+      summary: "new",
+      model: null,
+      in_context_message_ids: ["message-1", "message-2"],
+      updated_at_ms: 10,
+    });
+    expect(
+      await code(s.commit([{ op: "patch_conversation", conversation_id: "conv-none", updated_at_ms: 1 }])),
+    ).toBe("NOT_FOUND");
+  });
+
+  const archive = (over: Partial<ArchiveRecord> = {}): ArchiveRecord => ({
+    id: id("archive"),
+    name: "arch",
+    description: null,
+    embedding_config: { embedding_dim: 2 },
+    metadata: {},
+    owner_agent_id: null,
+    created_at_ms: 1,
+    updated_at_ms: 1,
+    ...over,
+  });
+  const passage = (archiveId: string, text: string): { passage: PassageRecord; vector: Float32Array } => ({
+    passage: {
+      id: id("passage"),
+      archive_id: archiveId,
+      text,
+      tags: ["t"],
+      metadata: {},
+      created_at_ms: 1,
+      updated_at_ms: 1,
+    },
+    vector: new Float32Array([1, 0.5]),
+  });
+
+  it("writes archives, attachments and passages with their vectors through commit", async () => {
+    const a = agent();
+    await putAgent(a);
+    const ar = archive({ owner_agent_id: a.id });
+    const p1 = passage(ar.id, "first words");
+    const p2 = passage(ar.id, "second words");
+    await s.commit([
+      { op: "put_archive", archive: ar, create: true },
+      { op: "attach_archive", agent_id: a.id, archive_id: ar.id },
+      { op: "attach_archive", agent_id: a.id, archive_id: ar.id }, // attached: no-op
+      { op: "insert_passages", rows: [p1, p2] },
+    ]);
+    expect(await code(s.commit([{ op: "put_archive", archive: ar, create: true }]))).toBe("CONFLICT");
+    expect(await code(s.commit([{ op: "put_archive", archive: archive(), create: false }]))).toBe(
+      "NOT_FOUND",
+    );
+    await s.commit([{ op: "put_archive", archive: { ...ar, name: "renamed" }, create: false }]);
+    expect((await s.tiers.getArchive(ar.id))!.name).toBe("renamed");
+    await s.commit([{ op: "patch_archive", archive_id: ar.id, description: "d", updated_at_ms: 7 }]);
+    await s.commit([{ op: "patch_archive", archive_id: ar.id, name: "patched", updated_at_ms: 8 }]);
+    expect(await s.tiers.getArchive(ar.id)).toEqual({
+      ...ar,
+      name: "patched",
+      description: "d",
+      updated_at_ms: 8,
+    });
+    expect(
+      (await s.tiers.listArchives({ limit: 10, order: "asc", name: "patched" })).map((x) => x.id),
+    ).toEqual([ar.id]);
+    expect(
+      await code(s.commit([{ op: "patch_archive", archive_id: "archive-none", updated_at_ms: 1 }])),
+    ).toBe("NOT_FOUND");
+    expect((await s.tiers.listAgentArchives(a.id)).map((x) => x.id)).toEqual([ar.id]);
+    const seqs = await s.tiers.passageSeqs([p1.passage.id, p2.passage.id, "passage-none"]);
+    expect([...seqs.keys()]).toEqual(expect.arrayContaining([p1.passage.id, p2.passage.id]));
+    expect(seqs.size).toBe(2);
+    const vectors = await s.tiers.getPassageVectorsBySeq([seqs.get(p1.passage.id)!]);
+    expect([...vectors.values()][0]).toEqual(new Float32Array([1, 0.5]));
+    expect(await s.tiers.getPassage(p2.passage.id)).toEqual(p2.passage);
+    // A batch is all or nothing: a duplicate id, or a missing archive, inserts none of it.
+    const p3 = passage(ar.id, "third");
+    expect(await code(s.commit([{ op: "insert_passages", rows: [p3, p1] }]))).toBe("CONFLICT");
+    expect(await code(s.commit([{ op: "insert_passages", rows: [p3, passage("archive-none", "x")] }]))).toBe(
+      "NOT_FOUND",
+    );
+    expect(await s.tiers.getPassage(p3.passage.id)).toBeNull();
+    await s.commit([{ op: "delete_passage", passage_id: p1.passage.id }]);
+    expect(await code(s.commit([{ op: "delete_passage", passage_id: p1.passage.id }]))).toBe("NOT_FOUND");
+    expect(await s.tiers.countPassages([ar.id])).toBe(1);
+    expect(await code(s.commit([{ op: "attach_archive", agent_id: "agent-none", archive_id: ar.id }]))).toBe(
+      "AGENT_NOT_FOUND",
+    );
+    expect(await code(s.commit([{ op: "attach_archive", agent_id: a.id, archive_id: "archive-none" }]))).toBe(
+      "NOT_FOUND",
+    );
+    await s.commit([{ op: "detach_archive", agent_id: a.id, archive_id: ar.id }]);
+    await s.commit([{ op: "detach_archive", agent_id: a.id, archive_id: ar.id }]); // absent: no-op
+    expect(await s.tiers.listAgentArchives(a.id)).toEqual([]);
+    await s.commit([{ op: "delete_archive", archive_id: ar.id }]);
+    expect(await s.tiers.getArchive(ar.id)).toBeNull();
+    expect(await s.tiers.getPassage(p2.passage.id)).toBeNull();
+    expect(await code(s.commit([{ op: "delete_archive", archive_id: ar.id }]))).toBe("NOT_FOUND");
+  });
+
+  it("deletes an agent with the archives only it used, in one commit", async () => {
+    const a = agent();
+    const b = agent();
+    await putAgent(a);
+    await putAgent(b);
+    const own = archive({ owner_agent_id: a.id });
+    const shared = archive({ owner_agent_id: a.id });
+    await s.commit([
+      { op: "put_archive", archive: own, create: true },
+      { op: "put_archive", archive: shared, create: true },
+      { op: "attach_archive", agent_id: a.id, archive_id: own.id },
+      { op: "attach_archive", agent_id: a.id, archive_id: shared.id },
+      { op: "attach_archive", agent_id: b.id, archive_id: shared.id },
+      { op: "insert_passages", rows: [passage(own.id, "mine")] },
+    ]);
+    await putWorking(working(a.id, "k"));
+    // A failing commit deletes nothing at all.
+    const failing: Mutation[] = [
+      { op: "delete_agent", agent_id: a.id },
+      { op: "delete_unattached_archives", archive_ids: [own.id, shared.id, "archive-none"] },
+      { op: "delete_block", block_id: "block-none" },
+    ];
+    expect(await code(s.commit(failing))).toBe("BLOCK_NOT_FOUND");
+    expect(await s.getAgent(a.id)).not.toBeNull();
+    expect(await s.tiers.getArchive(own.id)).not.toBeNull();
+    expect((await s.tiers.listAgentArchives(a.id)).map((x) => x.id)).toEqual([own.id, shared.id]);
+    expect(await s.tiers.getWorking(a.id, "k")).not.toBeNull();
+    await s.commit(failing.slice(0, 2));
+    expect(await s.getAgent(a.id)).toBeNull();
+    expect(await s.tiers.getArchive(own.id)).toBeNull();
+    expect(await s.tiers.countPassages([own.id])).toBe(0);
+    expect(await s.tiers.getArchive(shared.id)).not.toBeNull();
+    expect(await s.tiers.listArchiveAgentIds(shared.id)).toEqual([b.id]);
+    expect(await s.tiers.getWorking(a.id, "k")).toBeNull();
+  });
+
   it("keeps the first response stored under an Idempotency-Key", async () => {
     const key = `POST /v1/agents/ k-${Math.random()}`;
     expect(await s.getIdempotent(key)).toBeNull();
@@ -518,5 +811,100 @@ export function storageSuite(open: () => Promise<Storage>): void {
       body: '{"id":"first"}',
       created_at_ms: 5,
     });
+  });
+
+  it("keeps outbox entries per sender: create rules, order, the per-agent limit, idempotent delete, deletion with the agent", async () => {
+    const a = agent();
+    const b = agent();
+    await s.commit([
+      { op: "put_agent", agent: a, create: true },
+      { op: "put_agent", agent: b, create: true },
+    ]);
+    const entry = (over: Partial<OutboxRecord> = {}): OutboxRecord => ({
+      id: id("outbox"),
+      agent_id: a.id,
+      target_agent_id: b.id,
+      text: "hello",
+      call_depth: 0,
+      attempts: 0,
+      last_error: null,
+      next_attempt_at_ms: 1,
+      created_at_ms: 1,
+      ...over,
+    });
+    const e1 = entry();
+    const e2 = entry({ text: "second" });
+    const fromB = entry({ agent_id: b.id, target_agent_id: a.id });
+    const token = await s.acquireFence(a.id);
+    await s.commit([{ op: "put_outbox", entry: e1, create: true }], { fence: { agent_id: a.id, token } });
+    await s.commit([{ op: "put_outbox", entry: fromB, create: true }]);
+    await s.commit([{ op: "put_outbox", entry: e2, create: true }]);
+    await expect(s.commit([{ op: "put_outbox", entry: e1, create: true }])).rejects.toMatchObject({
+      code: "CONFLICT",
+    });
+    await expect(s.commit([{ op: "put_outbox", entry: entry(), create: false }])).rejects.toMatchObject({
+      code: "NOT_FOUND",
+    });
+    await expect(
+      s.commit([{ op: "put_outbox", entry: entry({ agent_id: id("agent") }), create: true }]),
+    ).rejects.toMatchObject({ code: "AGENT_NOT_FOUND" });
+    expect(await s.listOutbox(a.id, 10)).toEqual([e1, e2]);
+    expect(await s.listOutbox(a.id, 1)).toEqual([e1]);
+    expect(await s.getOutboxEntry(e2.id)).toEqual(e2);
+    expect(await s.getOutboxEntry(id("outbox"))).toBeNull();
+    expect(await s.countOutbox(a.id)).toBe(2);
+    const senders = (await s.listOutboxSenders(1_000)).filter((x) => x === a.id || x === b.id);
+    expect(senders).toEqual([a.id, b.id]);
+
+    const retried = { ...e1, attempts: 1, last_error: "busy", next_attempt_at_ms: 99 };
+    await s.commit([{ op: "put_outbox", entry: retried, create: false }]);
+    expect(await s.listOutbox(a.id, 10)).toEqual([retried, e2]);
+
+    // Delivered twice (two deliverers): the second delete is a no-op, not an error.
+    await s.commit([{ op: "delete_outbox", entry_id: e1.id }]);
+    await s.commit([{ op: "delete_outbox", entry_id: e1.id }]);
+    expect(await s.listOutbox(a.id, 10)).toEqual([e2]);
+
+    await s.commit([{ op: "delete_agent", agent_id: a.id }]);
+    expect(await s.listOutbox(a.id, 10)).toEqual([]);
+    expect(await s.countOutbox(a.id)).toBe(0);
+    expect(await s.listOutbox(b.id, 10)).toEqual([fromB]);
+  });
+
+  it("refuses an outbox entry past OUTBOX_ENTRIES_PER_AGENT_MAX inside the commit, whole", async () => {
+    const a = agent();
+    const b = agent();
+    await s.commit([
+      { op: "put_agent", agent: a, create: true },
+      { op: "put_agent", agent: b, create: true },
+    ]);
+    const entry = (): OutboxRecord => ({
+      id: id("outbox"),
+      agent_id: a.id,
+      target_agent_id: b.id,
+      text: "x",
+      call_depth: 0,
+      attempts: 0,
+      last_error: null,
+      next_attempt_at_ms: 0,
+      created_at_ms: 0,
+    });
+    const full = Array.from({ length: OUTBOX_ENTRIES_PER_AGENT_MAX }, entry);
+    await s.commit(full.map((e): Mutation => ({ op: "put_outbox", entry: e, create: true })));
+    const renamed = { ...a, name: "renamed with the refused entry" };
+    await expect(
+      s.commit([
+        { op: "put_agent", agent: renamed, create: false },
+        { op: "put_outbox", entry: entry(), create: true },
+      ]),
+    ).rejects.toMatchObject({ code: "OUTBOX_FULL" });
+    expect((await s.getAgent(a.id))!.name).toBe(a.name);
+    expect(await s.countOutbox(a.id)).toBe(OUTBOX_ENTRIES_PER_AGENT_MAX);
+    // Room again once one is delivered.
+    await s.commit([
+      { op: "delete_outbox", entry_id: full[0]!.id },
+      { op: "put_outbox", entry: entry(), create: true },
+    ]);
+    expect(await s.countOutbox(a.id)).toBe(OUTBOX_ENTRIES_PER_AGENT_MAX);
   });
 }

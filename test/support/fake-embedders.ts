@@ -2,6 +2,7 @@
 // neighbours are not known in advance): text "p-<n> ..." embeds to a pseudo-random vector seeded by n.
 import { llmConfigFromEnv } from "../../src/llm/registry.ts";
 import { type Embedder, Embedders } from "../../src/memory/embedders.ts";
+import { noNetworkFetch } from "../../src/net/egress-fetch.ts";
 
 export const FAKE_EMBEDDING_DIM = 16;
 
@@ -24,7 +25,7 @@ export class FakeEmbedders extends Embedders {
   };
 
   constructor() {
-    super(llmConfigFromEnv({}));
+    super(llmConfigFromEnv({}), noNetworkFetch);
   }
 
   override available(): boolean {

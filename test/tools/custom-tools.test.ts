@@ -1,9 +1,10 @@
 // Custom tools: schemas derived from source, an agent calling a Python and a JS tool through the
-// model, and escape probes at the isolate (JS) and namespace (Python, bubblewrap) levels.
+// model, and escape probes at the isolate (JS), wasm (Python in WebAssembly) and namespace (Python,
+// bubblewrap) levels.
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { llmConfigFromEnv } from "../../src/llm/registry.ts";
 import { MemoryStorage } from "../../src/storage/memory.ts";
-import { namespaceAvailable } from "../../src/tools/sandbox/namespace.ts";
+import { namespaceAvailable, sandboxProblem } from "../../src/tools/sandbox/namespace.ts";
 import { type TestApp, testApp } from "../support/app.ts";
 import { type FakeLlm, startFakeLlm } from "../support/fake-llm/server.ts";
 
@@ -47,6 +48,7 @@ function shout(word) { return word.toUpperCase() + "!"; }
 /** A contained fork bomb ends well inside the sandbox's 10 s wall-clock limit. */
 const FORK_BOMB_MS_MAX = 5_000;
 
+/** Runs a Python probe at the server's default Python level (wasm unless the app says otherwise). */
 const runPy = async (body: string) =>
   (
     await t.req("POST", "/v1/tools/run", {
@@ -55,6 +57,11 @@ const runPy = async (body: string) =>
       args: {},
     })
   ).body;
+/** Restarts the app with `python` as the default Python level. */
+const withPythonDefault = async (python: "wasm" | "namespace") => {
+  await t.kelpie.close();
+  t = await testApp(new MemoryStorage(), { sandboxDefaults: { javascript: "isolate", python } });
+};
 const runJs = async (body: string) =>
   (
     await t.req("POST", "/v1/tools/run", {
@@ -68,7 +75,10 @@ describe("custom tools", () => {
   it("the server says which sandbox levels it has", async () => {
     expect(namespaceAvailable()).toBe(true); // CI installs bubblewrap; without it this says so.
     const health = (await t.req("GET", "/v1/health/")).body;
-    expect(health.sandbox.levels).toEqual(["isolate", "namespace"]);
+    // vm where runsc is installed (vm-sandbox.test.ts needs it; this test does not).
+    const vm = sandboxProblem("python", "vm") === null ? ["vm"] : [];
+    expect(health.sandbox.levels).toEqual(["isolate", "wasm", "namespace", ...vm]);
+    expect(health.sandbox.defaults).toEqual({ javascript: "isolate", python: "wasm" });
   });
 
   it("derives schemas, and an agent calls a Python and a JS tool through the model", async () => {
@@ -104,7 +114,7 @@ describe("custom tools", () => {
     const added = await t.req("POST", `/v1/agents/${agent.id}/messages`, { input: "add" });
     const addReturn = added.body.messages.find((m: any) => m.message_type === "tool_return_message");
     expect(addReturn).toMatchObject({ status: "success", tool_return: "42" });
-    expect(addReturn.stdout[0]).toBe("[sandbox: namespace]");
+    expect(addReturn.stdout[0]).toBe("[sandbox: wasm]");
     const shouted = await t.req("POST", `/v1/agents/${agent.id}/messages`, { input: "shout" });
     const shoutReturn = shouted.body.messages.find((m: any) => m.message_type === "tool_return_message");
     expect(shoutReturn).toMatchObject({ status: "success", tool_return: "KELPIE!" });
@@ -112,7 +122,7 @@ describe("custom tools", () => {
     const direct = await t.req("POST", `/v1/agents/${agent.id}/tools/add_numbers/run`, {
       args: { a: 1, b: 2 },
     });
-    expect(direct.body).toMatchObject({ status: "success", func_return: "3", sandbox: "namespace" });
+    expect(direct.body).toMatchObject({ status: "success", func_return: "3", sandbox: "wasm" });
   });
 
   it("passes the agent's tool environment variables in for that run only", async () => {
@@ -173,6 +183,7 @@ describe("custom tools", () => {
 
 describe("escape probes", () => {
   it("namespace level (Python under bubblewrap) contains every probe and the server keeps serving", async () => {
+    await withPythonDefault("namespace");
     expect(JSON.stringify(await runPy('    return open("/etc/passwd").read()'))).not.toContain("root:x:");
     expect(JSON.stringify(await runPy("    import os\n    return str(os.listdir('/'))"))).not.toMatch(
       /kelpie|\.kelpie|root/,

@@ -326,7 +326,7 @@ describe("sandbox level per tool", () => {
     });
     expect(unknown.status).toBe(422);
     expect(unknown.body.detail[0].loc).toEqual(["body", "metadata_", "sandbox"]);
-    expect(unknown.body.detail[0].msg).toMatch(/isolate, namespace, process/);
+    expect(unknown.body.detail[0].msg).toMatch(/isolate, wasm, namespace, vm, process/);
     const pyIsolate = await a.req("POST", "/v1/tools/", {
       source_code: PY_ADD,
       source_type: "python",
@@ -402,7 +402,7 @@ describe("sandbox level per tool", () => {
 
 describe("server default level per language", () => {
   it("reads KELPIE_SANDBOX_JS and KELPIE_SANDBOX_PYTHON, rejecting bad values", () => {
-    expect(configFromEnv({}).sandboxDefaults).toEqual({ javascript: "isolate", python: "namespace" });
+    expect(configFromEnv({}).sandboxDefaults).toEqual({ javascript: "isolate", python: "wasm" });
     expect(
       configFromEnv({ KELPIE_SANDBOX_JS: "Namespace", KELPIE_SANDBOX_PYTHON: "process" }).sandboxDefaults,
     ).toEqual({ javascript: "namespace", python: "process" });
@@ -417,7 +417,7 @@ describe("server default level per language", () => {
     });
     expect((await a.req("GET", "/v1/health/")).body.sandbox.defaults).toEqual({
       javascript: "namespace",
-      python: "namespace",
+      python: "wasm",
     });
     const js = await runJs(a, "return typeof require;", undefined);
     expect(js).toMatchObject({ status: "success", func_return: "function", sandbox: "namespace" });

@@ -1,8 +1,10 @@
 // Custom tools (Letta's POST/PUT/PATCH/DELETE /v1/tools): source code whose JSON schema is derived
 // from the function signature and docstring (Python) or JSDoc (JS/TS), run in a sandbox.
+import { envVarsOf } from "../../agent/env-vars.ts";
 import type { ToolCallContext, ToolOutput, ToolRunner } from "../../agent/tool-calls.ts";
 import type { Env } from "../../core/env.ts";
 import { invalidField, KelpieError, notFound } from "../../core/errors.ts";
+import { checkMetadata, checkName, checkTags } from "../../core/field-limits.ts";
 import { newId } from "../../core/ids.ts";
 import type { ToolRecord } from "../../storage/types.ts";
 import { builtinTool, FUNCTION_RETURN_CHARS_MAX } from "../builtins.ts";
@@ -37,8 +39,19 @@ function sourceTypeOf(value: unknown): SourceType {
   return type as SourceType;
 }
 
-export function deriveSchema(source: string, type: SourceType): DerivedSchema {
+/** The schema a source declares: JS/TS read in one linear scan here, Python by python3 off the event
+ * loop. Called when a tool is stored (the schema is kept with it) and for POST /v1/tools/run. */
+export async function deriveSchema(source: string, type: SourceType): Promise<DerivedSchema> {
   return type === "python" ? pythonSchema(source) : jsSchema(source);
+}
+
+/** A request's source code: present, not blank, at most TOOL_SOURCE_CHARS_MAX (checked before any
+ * parsing, on every path a source arrives by: create, upsert, update, run, and the .af import). */
+export function sourceOf(value: unknown, loc: (string | number)[] = ["body", "source_code"]): string {
+  if (typeof value !== "string" || value.trim() === "") throw invalidField(loc, "field required", "missing");
+  if (value.length > TOOL_SOURCE_CHARS_MAX)
+    throw invalidField(loc, `must be at most ${TOOL_SOURCE_CHARS_MAX} characters (it has ${value.length})`);
+  return value;
 }
 
 /** The sandbox level a tool asks for in its metadata (`{"sandbox": "namespace"}`), undefined when none;
@@ -63,15 +76,9 @@ function metadataOf(value: unknown, loc: (string | number)[]): Record<string, un
 
 const METADATA_SANDBOX_LOC = ["body", "metadata_", "sandbox"];
 
+/** An agent's stored tool variables (the list form, or the request's object of older rows). */
 function envList(value: unknown): Record<string, string> {
-  if (!Array.isArray(value)) return {};
-  const env: Record<string, string> = {};
-  for (const item of value) {
-    if (item && typeof item === "object" && typeof (item as { key?: unknown }).key === "string") {
-      env[(item as { key: string }).key] = String((item as { value?: unknown }).value ?? "");
-    }
-  }
-  return env;
+  return Object.fromEntries(envVarsOf(value));
 }
 
 export class CustomTools implements ToolRunner {
@@ -80,14 +87,10 @@ export class CustomTools implements ToolRunner {
     readonly sandbox: Sandbox,
   ) {}
 
-  private build(input: ToolInput, existing: ToolRecord | undefined): ToolRecord {
-    const source = input.source_code ?? existing?.source_code;
-    if (typeof source !== "string" || source.trim() === "")
-      throw invalidField(["body", "source_code"], "field required", "missing");
-    if (source.length > TOOL_SOURCE_CHARS_MAX)
-      throw invalidField(["body", "source_code"], `must be at most ${TOOL_SOURCE_CHARS_MAX} characters`);
+  private async build(input: ToolInput, existing: ToolRecord | undefined): Promise<ToolRecord> {
+    const source = sourceOf(input.source_code ?? existing?.source_code);
     const type = sourceTypeOf(input.source_type ?? existing?.source_type);
-    const derived = deriveSchema(source, type);
+    const derived = await deriveSchema(source, type);
     const given = input.json_schema as DerivedSchema | undefined | null;
     if (
       given !== undefined &&
@@ -109,6 +112,9 @@ export class CustomTools implements ToolRunner {
         ? (existing?.metadata ?? {})
         : metadataOf(input.metadata_, ["body", "metadata_"]);
     requestedLevel(metadata, type, METADATA_SANDBOX_LOC);
+    checkMetadata(metadata, ["body", "metadata_"]);
+    checkName(schema.name, given ? ["body", "json_schema", "name"] : ["body", "source_code"]);
+    if (Array.isArray(input.tags)) checkTags(input.tags, ["body", "tags"]);
     const nowMs = this.env.clock.nowMs();
     return {
       id: existing?.id ?? newId("tool", this.env.rng),
@@ -138,24 +144,33 @@ export class CustomTools implements ToolRunner {
       metadata,
       created_at_ms: existing?.created_at_ms ?? nowMs,
       updated_at_ms: nowMs,
+      source_function_name: derived.name,
     };
   }
 
   async create(input: ToolInput): Promise<ToolRecord> {
-    const tool = this.build(input, undefined);
+    const tool = await this.build(input, undefined);
     await this.env.storage.commit([{ op: "put_tool", tool, create: true }]);
+    this.prepare(tool);
     return tool;
+  }
+
+  /** Warms the sandbox level a stored tool will run at (its first run comes soon after). */
+  private prepare(tool: ToolRecord): void {
+    const language = sourceTypeOf(tool.source_type);
+    this.sandbox.prepare(language, requestedLevel(tool.metadata, language, METADATA_SANDBOX_LOC));
   }
 
   /** PUT /v1/tools/: create, or replace the tool with the same name. */
   async upsert(input: ToolInput): Promise<ToolRecord> {
-    const draft = this.build(input, undefined);
+    const draft = await this.build(input, undefined);
     const existing = await this.env.storage.getToolByName(draft.name);
     if (existing === null || existing.tool_type === "external_mcp") return this.create(input);
     if (existing.tool_type !== "custom")
       throw new KelpieError("CONFLICT", `'${draft.name}' is a built-in tool`);
-    const tool = this.build(input, existing);
+    const tool = await this.build(input, existing);
     await this.env.storage.commit([{ op: "put_tool", tool, create: false }]);
+    this.prepare(tool);
     return tool;
   }
 
@@ -164,8 +179,9 @@ export class CustomTools implements ToolRunner {
     if (existing === null) throw notFound("tool", toolId);
     if (existing.tool_type !== "custom")
       throw new KelpieError("BAD_REQUEST", `tool ${toolId} is ${existing.tool_type}, not a custom tool`);
-    const tool = this.build(input, existing);
+    const tool = await this.build(input, existing);
     await this.env.storage.commit([{ op: "put_tool", tool, create: false }]);
+    this.prepare(tool);
     return tool;
   }
 
@@ -175,10 +191,9 @@ export class CustomTools implements ToolRunner {
 
   /** Runs source with args without saving it (POST /v1/tools/run); `metadata_.sandbox` picks the level. */
   async runSource(input: ToolInput & { args?: unknown; env_vars?: unknown }): Promise<SandboxResult> {
+    const source = sourceOf(input.source_code);
     const type = sourceTypeOf(input.source_type);
-    if (typeof input.source_code !== "string")
-      throw invalidField(["body", "source_code"], "field required", "missing");
-    const schema = deriveSchema(input.source_code, type);
+    const schema = await deriveSchema(source, type);
     const args = (input.args ?? {}) as Record<string, unknown>;
     if (typeof args !== "object" || Array.isArray(args))
       throw invalidField(["body", "args"], "must be an object");
@@ -187,7 +202,7 @@ export class CustomTools implements ToolRunner {
     const metadata = metadataOf(input.metadata_, ["body", "metadata_"]);
     return this.sandbox.run({
       language: type,
-      source: input.source_code,
+      source,
       functionName: schema.name,
       args,
       parameterNames: Object.keys(schema.parameters.properties),
@@ -204,7 +219,15 @@ export class CustomTools implements ToolRunner {
   ): Promise<SandboxResult> {
     const schema = (tool.json_schema ?? {}) as Partial<DerivedSchema>;
     const language = sourceTypeOf(tool.source_type);
-    const derived = deriveSchema(tool.source_code ?? "", language);
+    // Derived once when stored; only a row from before that is read again here.
+    let functionName = tool.source_function_name;
+    const stored = schema.parameters?.properties;
+    let parameterNames = stored === undefined ? undefined : Object.keys(stored);
+    if (functionName === undefined || parameterNames === undefined) {
+      const derived = await deriveSchema(tool.source_code ?? "", language);
+      functionName ??= derived.name;
+      parameterNames ??= Object.keys(derived.parameters.properties);
+    }
     // Validated when stored; a row from before that check still gets a clear error, not a default.
     const level = requestedLevel(tool.metadata, language, ["tool", "metadata_", "sandbox"]);
     let env: Record<string, string> = {};
@@ -215,9 +238,9 @@ export class CustomTools implements ToolRunner {
     return this.sandbox.run({
       language,
       source: tool.source_code ?? "",
-      functionName: derived.name,
+      functionName,
       args,
-      parameterNames: Object.keys(schema.parameters?.properties ?? derived.parameters.properties),
+      parameterNames,
       env,
       level,
     });

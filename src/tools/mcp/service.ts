@@ -7,6 +7,7 @@ import type { Env } from "../../core/env.ts";
 import { invalidField, KelpieError } from "../../core/errors.ts";
 import { newId } from "../../core/ids.ts";
 import { canonicalJson } from "../../core/json.ts";
+import { unmaskSecret, unmaskSecretValues } from "../../core/secrets.ts";
 import type { McpServerRecord, Mutation, ToolRecord } from "../../storage/types.ts";
 import { FUNCTION_RETURN_CHARS_MAX } from "../builtins.ts";
 import { ToolError } from "../memory-tools.ts";
@@ -56,10 +57,26 @@ export function checkMcpConfig(
   if (type === "stdio") {
     if (typeof c.command !== "string" || c.command.length === 0)
       throw invalidField([...loc, "command"], "field required", "missing");
+    // It runs in a sandbox whose working directory is empty: a relative path could name nothing.
+    if (c.command.includes("/") && !c.command.startsWith("/"))
+      throw invalidField(
+        [...loc, "command"],
+        "must be a command name (looked up on PATH) or an absolute path",
+      );
+    if (c.command.includes("\0")) throw invalidField([...loc, "command"], "must not contain NUL");
     const args = c.args ?? [];
     if (!Array.isArray(args) || args.some((a) => typeof a !== "string"))
       throw invalidField([...loc, "args"], "must be a list of strings");
+    const nul = (args as string[]).findIndex((a) => a.includes("\0"));
+    if (nul >= 0) throw invalidField([...loc, "args", nul], "must not contain NUL");
     strings("env", c.env);
+    for (const [name, value] of Object.entries((c.env ?? {}) as Record<string, string>)) {
+      if (name.length === 0 || name.includes("=") || name.includes("\0") || value.includes("\0"))
+        throw invalidField(
+          [...loc, "env", name],
+          "must be a variable name without '=' or NUL, with a value without NUL",
+        );
+    }
     return { type: "stdio", config: { command: c.command, args, env: c.env ?? null } };
   }
   if (typeof c.server_url !== "string")
@@ -86,6 +103,21 @@ export function checkMcpConfig(
   };
 }
 
+/** A checked config with masked secrets (auth token, header and env values) standing for the stored ones. */
+function unmaskConfig(
+  config: Record<string, unknown>,
+  stored: Record<string, unknown>,
+  loc: (string | number)[],
+): Record<string, unknown> {
+  const out = { ...config };
+  if ("auth_token" in out)
+    out.auth_token = unmaskSecret(out.auth_token, stored.auth_token, [...loc, "auth_token"]);
+  for (const field of ["custom_headers", "env"]) {
+    if (field in out) out[field] = unmaskSecretValues(out[field], stored[field], [...loc, field]);
+  }
+  return out;
+}
+
 export class McpService implements ToolRunner {
   constructor(
     private readonly env: Env,
@@ -99,7 +131,10 @@ export class McpService implements ToolRunner {
     if (input.server_name.length > MCP_SERVER_NAME_LENGTH_MAX) {
       throw invalidField(["body", "server_name"], `must be at most ${MCP_SERVER_NAME_LENGTH_MAX} characters`);
     }
-    const { type, config } = checkMcpConfig(input.config, ["body", "config"]);
+    const checked = checkMcpConfig(input.config, ["body", "config"]);
+    const { type } = checked;
+    this.refuseStdio(checked);
+    const config = unmaskConfig(checked.config, {}, ["body", "config"]);
     const nowMs = this.env.clock.nowMs();
     const server: McpServerRecord = {
       id: newId("mcp_server", this.env.rng),
@@ -111,6 +146,13 @@ export class McpService implements ToolRunner {
     };
     await this.env.storage.commit([{ op: "put_mcp_server", server, create: true }]);
     return server;
+  }
+
+  /** A stdio server whose command the operator has not allowed is refused (403) before it is stored. */
+  private refuseStdio(checked: { type: McpServerType; config: Record<string, unknown> }): void {
+    if (checked.type !== "stdio") return;
+    const refusal = this.connections.stdioRefusal(String(checked.config.command));
+    if (refusal !== null) throw refusal;
   }
 
   async get(serverId: string): Promise<McpServerRecord> {
@@ -144,9 +186,10 @@ export class McpService implements ToolRunner {
         ...server.config,
         ...(input.config as object),
       };
-      const { type, config } = checkMcpConfig(merged, ["body", "config"]);
-      next.mcp_server_type = type;
-      next.config = config;
+      const checked = checkMcpConfig(merged, ["body", "config"]);
+      this.refuseStdio(checked);
+      next.mcp_server_type = checked.type;
+      next.config = unmaskConfig(checked.config, server.config, ["body", "config"]);
     }
     await this.env.storage.commit([{ op: "put_mcp_server", server: next, create: false }]);
     await this.connections.close(serverId);

@@ -1,9 +1,12 @@
 // Python tools (system python3) and JavaScript/TypeScript tools (system node) under bubblewrap: no
 // network (own network namespace), own PID namespace, a read-only /usr and nothing else of the host
-// (no /etc, no data dir), a private tmpfs work dir, rlimits (address space, CPU, processes, file
-// size) and a wall-clock timeout. The `process` level is the same run without bubblewrap, for
-// operators who opt in. One implementation serves both interpreters: a RuntimeSpec says what differs
-// (binary, wrapper, address-space limit, how the request is built).
+// (no /etc, no data dir), everything read-only but three size-limited tmpfs mounts (/tmp, the /work
+// dir, /dev/shm), a seccomp filter (seccomp.ts) and no nested user namespaces, rlimits (address
+// space, CPU, processes, file size, open files) and a wall-clock timeout. The `process` level is the
+// same run without bubblewrap (rlimits and timeout only), for operators who opt in. One
+// implementation serves both interpreters: a RuntimeSpec says what differs (binary, wrapper,
+// address-space limit, how the request is built). The `vm` level is the same run inside gVisor instead
+// of bubblewrap: its bundle, bounds and clean-up are in vm.ts.
 //
 // Sandboxes are started ahead of need: a small warm pool per interpreter and level holds sandboxes
 // whose interpreter has already started and loaded its wrapper, blocked reading its request on stdin.
@@ -14,9 +17,10 @@
 // When the server runs as root, sandboxes run as an unprivileged uid from a reserved range, one uid
 // per live sandbox: the kernel never enforces RLIMIT_NPROC for root, and a per-sandbox uid makes
 // the process limit count only that sandbox's own processes.
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, realpathSync } from "node:fs";
-import { constants as osConstants } from "node:os";
+import { type ChildProcess, type SpawnSyncReturns, spawn, spawnSync } from "node:child_process";
+import { closeSync, existsSync, mkdtempSync, openSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { constants as osConstants, tmpdir } from "node:os";
+import { join } from "node:path";
 import { assert } from "../../core/assert.ts";
 import { toScript } from "./compile.ts";
 import {
@@ -24,14 +28,19 @@ import {
   NODE_HEAP_MB_MAX,
   SANDBOX_CPU_SECONDS_MAX,
   SANDBOX_FILE_BYTES_MAX,
+  SANDBOX_FILES_OPEN_MAX,
   SANDBOX_MEMORY_BYTES_MAX,
   SANDBOX_OUTPUT_BYTES_MAX,
   SANDBOX_PROCESSES_MAX,
+  SANDBOX_TMPFS_BYTES_MAX,
   SANDBOX_WALL_TIMEOUT_MS,
   type SandboxLanguage,
   type SandboxRequest,
   type SandboxResult,
+  VM_MEMORY_BYTES_MAX,
 } from "./limits.ts";
+import { hostSeccompProgram } from "./seccomp.ts";
+import { type VmBundle, vmBundle, vmCleanup, vmCleanupSync, vmPrecondition } from "./vm.ts";
 
 /** Idle pre-started sandboxes kept per interpreter and level; a run finds one ready instead of starting one. */
 export const SANDBOX_POOL_SIZE = 2;
@@ -44,6 +53,8 @@ export const SANDBOX_UID_BASE = 200_000;
 export const SANDBOX_UID_COUNT = 1_000;
 
 const PROBE_TIMEOUT_MS = 5_000;
+/** The vm level's probe also boots gVisor's kernel (~0.5 s warm, more from a cold disk cache). */
+const VM_PROBE_TIMEOUT_MS = 15_000;
 /** Tail of the sandbox's own stderr quoted in the error when it dies without a result. */
 const STDERR_TAIL_CHARS = 2_000;
 
@@ -52,7 +63,8 @@ const PYTHON = "/usr/bin/python3";
  * is the one host directory the sandbox binds. */
 const NODE_CANDIDATES = [process.execPath, "/usr/bin/node", "/usr/local/bin/node"];
 const SANDBOX_HOST_DIR = "/usr/";
-const BWRAP = "/usr/bin/bwrap";
+/** Bubblewrap, which the namespace level and stdio MCP servers run under. */
+export const BWRAP = "/usr/bin/bwrap";
 const PRLIMIT = "/usr/bin/prlimit";
 const KILL = "/usr/bin/kill";
 
@@ -121,7 +133,7 @@ const NODE_WRAPPER = String.raw`"use strict";
 })();
 `;
 
-export type ProcessLevel = "namespace" | "process";
+export type ProcessLevel = "namespace" | "vm" | "process";
 /** The interpreter a tool runs under: python3 for Python, node for JavaScript and TypeScript. */
 export type SandboxRuntime = "python" | "node";
 
@@ -233,15 +245,19 @@ interface Member {
   readonly child: ChildProcess;
   /** The uid it runs as when the server is root; undefined otherwise. */
   readonly uid: number | undefined;
+  /** The vm level's bundle, removed once the sandbox has exited. */
+  readonly bundle: VmBundle | undefined;
   exited: boolean;
 }
 
 const RUNNING_AS_ROOT = process.getuid?.() === 0;
 
 const pools: Record<SandboxRuntime, Record<ProcessLevel, Member[]>> = {
-  python: { namespace: [], process: [] },
-  node: { namespace: [], process: [] },
+  python: { namespace: [], vm: [], process: [] },
+  node: { namespace: [], vm: [], process: [] },
 };
+/** vm bundles being removed (vmCleanup); closeSandboxPool waits for them. */
+const cleanups = new Set<Promise<void>>();
 /** Bumped by closeSandboxPool so a refill scheduled before the close does not start new members. */
 let poolGeneration = 0;
 
@@ -283,6 +299,12 @@ function uidRelease(uid: number, level: ProcessLevel): void {
   }
 }
 
+/** Whether a sandbox at `level` runs as a uid of its own: as root, yes, except under gVisor, where runsc
+ * must start as root (it drops its privileges itself) and the tool runs as nobody inside. */
+function takesUid(level: ProcessLevel): boolean {
+  return RUNNING_AS_ROOT && level !== "vm";
+}
+
 function uidOptions(uid: number | undefined): { uid?: number; gid?: number } {
   return uid === undefined ? {} : { uid, gid: uid };
 }
@@ -303,20 +325,41 @@ export function sandboxProblem(runtime: SandboxRuntime, level: ProcessLevel): st
       `bubblewrap (${BWRAP}) is not available on this server: install it (apt-get install bubblewrap)`,
     );
   }
+  if (level === "vm") {
+    const missing = vmPrecondition();
+    if (missing !== null) return cacheProbe(key, missing);
+  }
   const binary = spec.binary();
   if (typeof binary !== "string") return cacheProbe(key, binary.missing);
-  const uid = RUNNING_AS_ROOT ? uidAcquire() : undefined;
+  const uid = takesUid(level) ? uidAcquire() : undefined;
   // Every uid busy: cannot check now; ask again later rather than remember a passing state.
   if (uid === null) return `all ${SANDBOX_UID_COUNT} sandbox uids are in use`;
-  const command = sandboxCommand(spec, binary, level);
-  const probe = spawnSync(command[0]!, command.slice(1), {
-    input: spec.probeRequest,
-    encoding: "utf8",
-    timeout: PROBE_TIMEOUT_MS,
-    env: sandboxEnv(level),
-    cwd: "/tmp",
-    ...uidOptions(uid),
-  });
+  const seccompFd = seccompFor(level);
+  let probe: SpawnSyncReturns<string>;
+  let bundle: VmBundle | undefined;
+  try {
+    bundle = level === "vm" ? vmBundle(vmProcess(spec, binary)) : undefined;
+    const command = bundle?.command ?? sandboxCommand(spec, binary, level, seccompFd);
+    probe = spawnSync(command[0]!, command.slice(1), {
+      input: spec.probeRequest,
+      encoding: "utf8",
+      timeout: level === "vm" ? VM_PROBE_TIMEOUT_MS : PROBE_TIMEOUT_MS,
+      killSignal: "SIGKILL",
+      env: sandboxEnv(level),
+      cwd: "/tmp",
+      stdio: sandboxStdio(seccompFd),
+      ...uidOptions(uid),
+    });
+  } catch (err) {
+    if (uid !== undefined) uidRelease(uid, level);
+    return cacheProbe(
+      key,
+      `could not start the ${level} sandbox: ${err instanceof Error ? err.message : String(err)}`,
+    );
+  } finally {
+    if (seccompFd !== null) closeSync(seccompFd);
+    if (bundle !== undefined) vmCleanupSync(bundle);
+  }
   if (uid !== undefined) uidRelease(uid, level);
   const stdout = probe.stdout ?? "";
   const at = stdout.indexOf(RESULT_MARKER);
@@ -349,13 +392,56 @@ function limitsPrefix(spec: RuntimeSpec): string[] {
     `--cpu=${SANDBOX_CPU_SECONDS_MAX}`,
     `--nproc=${SANDBOX_PROCESSES_MAX}`,
     `--fsize=${SANDBOX_FILE_BYTES_MAX}`,
+    `--nofile=${SANDBOX_FILES_OPEN_MAX}`,
     "--",
   ];
 }
 
-function bwrapArgs(): string[] {
+/** The sandbox's descriptor bubblewrap reads the seccomp filter from (`--seccomp`). */
+export const SANDBOX_SECCOMP_FD = 3;
+
+/** A descriptor of the filter file, which is already unlinked: nothing is left in /tmp. */
+let seccompHeld: number | null | undefined;
+
+/** A fresh read descriptor of this machine's seccomp filter (null: none for this architecture), to
+ * pass as the sandbox's fd SANDBOX_SECCOMP_FD and close once spawned. Each spawn needs its own: a
+ * shared one would share its read offset. A file rather than a pipe, because the start-up probe is
+ * a synchronous spawn, which can pass only files. */
+export function seccompDescriptor(): number | null {
+  if (seccompHeld === undefined) {
+    const program = hostSeccompProgram();
+    if (program === null) {
+      seccompHeld = null;
+    } else {
+      const dir = mkdtempSync(join(tmpdir(), "kelpie-seccomp-"));
+      try {
+        const path = join(dir, "filter");
+        writeFileSync(path, program, { mode: 0o600 });
+        seccompHeld = openSync(path, "r");
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+  }
+  // Reopened through /proc: a new open file (own offset) of the unlinked file.
+  return seccompHeld === null ? null : openSync(`/proc/self/fd/${seccompHeld}`, "r");
+}
+
+/** Whether the namespace level loads a seccomp filter on this machine's architecture. */
+export function seccompSupported(): boolean {
+  return hostSeccompProgram() !== null;
+}
+
+/** bubblewrap's options for a sandbox, up to the command. The filter comes in on SANDBOX_SECCOMP_FD
+ * when `seccomp` (see seccompDescriptor). */
+export function bwrapArgs(seccomp: boolean): string[] {
+  const size = String(SANDBOX_TMPFS_BYTES_MAX);
   return [
     "--unshare-all",
+    // A user namespace of its own (--unshare-all only tries), so that none can be made inside it.
+    "--unshare-user",
+    "--disable-userns",
+    ...(seccomp ? ["--seccomp", String(SANDBOX_SECCOMP_FD)] : []),
     "--die-with-parent",
     "--new-session",
     "--clearenv",
@@ -375,10 +461,23 @@ function bwrapArgs(): string[] {
     "/proc",
     "--dev",
     "/dev",
+    "--size",
+    size,
+    "--tmpfs",
+    "/dev/shm",
+    "--size",
+    size,
     "--tmpfs",
     "/tmp",
+    "--size",
+    size,
     "--tmpfs",
     "/work",
+    // The root and /dev are tmpfs mounts bubblewrap made, without a size: nothing may be written there.
+    "--remount-ro",
+    "/dev",
+    "--remount-ro",
+    "/",
     "--chdir",
     "/work",
     "--setenv",
@@ -391,9 +490,30 @@ function bwrapArgs(): string[] {
   ];
 }
 
-function sandboxCommand(spec: RuntimeSpec, binary: string, level: ProcessLevel): string[] {
+function sandboxCommand(
+  spec: RuntimeSpec,
+  binary: string,
+  level: ProcessLevel,
+  seccompFd: number | null,
+): string[] {
   const run = [...limitsPrefix(spec), binary, ...spec.args];
-  return level === "namespace" ? [BWRAP, ...bwrapArgs(), ...run] : run;
+  return level === "namespace" ? [BWRAP, ...bwrapArgs(seccompFd !== null), ...run] : run;
+}
+
+/** The interpreter and its limits as the vm level's bundle takes them. */
+function vmProcess(spec: RuntimeSpec, binary: string): { argv: string[]; addressSpaceBytes: number } {
+  return { argv: [binary, ...spec.args], addressSpaceBytes: spec.addressSpaceBytes };
+}
+
+/** The filter's descriptor for a spawn at `level` (only the namespace level loads it); close it after.
+ * gVisor needs none of ours: it filters its own kernel's host calls and answers the tool's itself. */
+function seccompFor(level: ProcessLevel): number | null {
+  return level === "namespace" ? seccompDescriptor() : null;
+}
+
+/** stdin, stdout, stderr piped; the filter, when there is one, at SANDBOX_SECCOMP_FD. */
+function sandboxStdio(seccompFd: number | null): Array<"pipe" | number> {
+  return seccompFd === null ? ["pipe", "pipe", "pipe"] : ["pipe", "pipe", "pipe", seccompFd];
 }
 
 /** Bubblewrap sets the sandbox's env itself (--clearenv); a plain process gets only these. */
@@ -407,18 +527,22 @@ function memberStart(runtime: SandboxRuntime, level: ProcessLevel): Member | str
   const binary = spec.binary();
   if (typeof binary !== "string") return `Could not start the ${level} sandbox: ${binary.missing}`;
   let uid: number | undefined;
-  if (RUNNING_AS_ROOT) {
+  if (takesUid(level)) {
     const acquired = uidAcquire();
     if (acquired === null) {
       return `Too many sandboxed tools at once: all ${SANDBOX_UID_COUNT} sandbox uids (from ${SANDBOX_UID_BASE}) are in use.`;
     }
     uid = acquired;
   }
-  const command = sandboxCommand(spec, binary, level);
   let child: ChildProcess;
+  let seccompFd: number | null = null;
+  let bundle: VmBundle | undefined;
   try {
+    seccompFd = seccompFor(level);
+    bundle = level === "vm" ? vmBundle(vmProcess(spec, binary)) : undefined;
+    const command = bundle?.command ?? sandboxCommand(spec, binary, level, seccompFd);
     child = spawn(command[0]!, command.slice(1), {
-      stdio: ["pipe", "pipe", "pipe"],
+      stdio: sandboxStdio(seccompFd),
       detached: true, // its own process group, killed as one
       env: sandboxEnv(level),
       cwd: "/tmp",
@@ -426,9 +550,12 @@ function memberStart(runtime: SandboxRuntime, level: ProcessLevel): Member | str
     });
   } catch (err) {
     if (uid !== undefined) uidRelease(uid, level);
+    if (bundle !== undefined) vmCleanupSync(bundle);
     return `Could not start the ${level} sandbox: ${err instanceof Error ? err.message : String(err)}`;
+  } finally {
+    if (seccompFd !== null) closeSync(seccompFd); // the child holds its own copy
   }
-  const member: Member = { runtime, level, child, uid, exited: false };
+  const member: Member = { runtime, level, child, uid, bundle, exited: false };
   // A sandbox that died before or while taking its request is reported through the run's 'close'.
   child.stdin!.on("error", () => {});
   child.on("error", () => {});
@@ -441,6 +568,11 @@ function memberStart(runtime: SandboxRuntime, level: ProcessLevel): Member | str
     const index = pool.indexOf(member);
     if (index >= 0) pool.splice(index, 1);
     if (uid !== undefined) uidRelease(uid, level);
+    if (bundle !== undefined) {
+      const cleanup = vmCleanup(bundle);
+      cleanups.add(cleanup);
+      void cleanup.then(() => cleanups.delete(cleanup));
+    }
   };
   child.once("exit", gone);
   child.once("close", gone);
@@ -465,7 +597,8 @@ function memberRef(member: Member, ref: boolean): void {
   }
 }
 
-/** Kills the sandbox's process group (bubblewrap takes its PID namespace with it). */
+/** Kills the sandbox's process group (bubblewrap takes its PID namespace with it; runsc's sandbox and
+ * file server are in the group too, and the tool's processes live inside the sandbox). */
 function memberKill(member: Member): void {
   const { child } = member;
   // Once reaped, the pid may belong to someone else: only signal a child not yet reaped.
@@ -505,9 +638,10 @@ export function closeSandboxPool(): Promise<void> {
   poolGeneration++;
   const idle = Object.values(pools).flatMap((byLevel) => [
     ...byLevel.namespace.splice(0),
+    ...byLevel.vm.splice(0),
     ...byLevel.process.splice(0),
   ]);
-  return Promise.all(
+  const stopped = Promise.all(
     idle.map(
       (member) =>
         new Promise<void>((resolve) => {
@@ -517,7 +651,9 @@ export function closeSandboxPool(): Promise<void> {
           memberKill(member);
         }),
     ),
-  ).then(() => undefined);
+  );
+  // A vm sandbox's clean-up starts as it exits; its cgroups must not outlive the server.
+  return stopped.then(() => Promise.all([...cleanups])).then(() => undefined);
 }
 
 function failure(value: string, level: ProcessLevel): SandboxResult {
@@ -563,10 +699,10 @@ function tail(stderr: string, cut = false): string {
     : stderr;
 }
 
-/** The signal that ended the sandbox: given by the kernel, or (bwrap) passed on as exit code 128 + n. */
+/** The signal that ended the sandbox: given by the kernel, or (bwrap, runsc) passed on as exit code 128 + n. */
 function signalOf(code: number | null, signal: NodeJS.Signals | null, level: ProcessLevel): string | null {
   if (signal !== null) return signal;
-  if (level !== "namespace" || code === null || code <= 128) return null;
+  if (level === "process" || code === null || code <= 128) return null;
   const found = Object.entries(osConstants.signals).find(([, number]) => number === code - 128);
   return found?.[0] ?? null;
 }
@@ -626,7 +762,7 @@ function memberRun(member: Member, payload: string): Promise<SandboxResult> {
         killedBy === null
           ? `exited with ${code}`
           : LIMIT_SIGNALS.includes(killedBy)
-            ? `was killed by ${killedBy}: it hit its limit of ${SANDBOX_CPU_SECONDS_MAX} s CPU time or ${spec.memoryLimit}`
+            ? `was killed by ${killedBy}: it hit its limit of ${SANDBOX_CPU_SECONDS_MAX} s CPU time or ${spec.memoryLimit}${level === "vm" ? ` (${VM_MEMORY_BYTES_MAX} bytes for the whole vm sandbox)` : ""}`
             : `was killed by ${killedBy}`;
       settle({
         ok: false,
