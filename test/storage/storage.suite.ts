@@ -757,6 +757,133 @@ export function storageSuite(open: () => Promise<Storage>): void {
     expect(await code(s.commit([{ op: "delete_archive", archive_id: ar.id }]))).toBe("NOT_FOUND");
   });
 
+  it("lists archives by cursor, name and agent, and agents of an archive in creation order", async () => {
+    const a = agent();
+    const b = agent();
+    await putAgent(a);
+    await putAgent(b);
+    const [x, y, z] = [archive({ name: "same" }), archive({ name: "other" }), archive({ name: "same" })];
+    await s.commit([
+      { op: "put_archive", archive: x, create: true },
+      { op: "put_archive", archive: y, create: true },
+      { op: "put_archive", archive: z, create: true },
+      // Attached in the order z, x: that is the agent's order; b is attached to x before a.
+      { op: "attach_archive", agent_id: a.id, archive_id: z.id },
+      { op: "attach_archive", agent_id: b.id, archive_id: x.id },
+      { op: "attach_archive", agent_id: a.id, archive_id: x.id },
+    ]);
+    const page = async (q: Partial<Parameters<Storage["tiers"]["listArchives"]>[0]>) =>
+      (await s.tiers.listArchives({ limit: 10, order: "asc", ...q }))
+        .map((r) => r.id)
+        .filter((i) => [x.id, y.id, z.id].includes(i));
+    expect(await page({})).toEqual([x.id, y.id, z.id]);
+    expect(await page({ order: "desc" })).toEqual([z.id, y.id, x.id]);
+    expect(await page({ after: x.id })).toEqual([y.id, z.id]);
+    expect(await page({ before: z.id, order: "desc" })).toEqual([]);
+    expect(await page({ name: "same" })).toEqual([x.id, z.id]);
+    expect(await page({ agent_id: a.id })).toEqual([x.id, z.id]);
+    expect(await page({ agent_id: a.id, name: "other" })).toEqual([]);
+    const err = await s.tiers.listArchives({ limit: 1, order: "asc", after: "archive-none" }).catch((e) => e);
+    expect(err).toMatchObject({ code: "VALIDATION", issues: [{ loc: ["query", "after"] }] });
+    expect((await s.tiers.listAgentArchives(a.id)).map((r) => r.id)).toEqual([z.id, x.id]);
+    expect(await s.tiers.listArchiveAgentIds(x.id)).toEqual([a.id, b.id]);
+    expect(await s.tiers.listArchiveAgentIds(y.id)).toEqual([]);
+  });
+
+  it("reads passages by seq, lists, counts, scans and searches them per archive", async () => {
+    const ar = archive();
+    const other = archive();
+    const rows = [
+      passage(ar.id, "Ocean waves crash"),
+      passage(ar.id, "the river meets the ocean"),
+      passage(ar.id, "mountain air"),
+      passage(other.id, "ocean far away"),
+    ];
+    rows[2]!.passage.tags = ["x", "y"];
+    rows[2]!.vector = new Float32Array([0.25, -2]);
+    const before = await s.tiers.archivalChars();
+    await s.commit([
+      { op: "put_archive", archive: ar, create: true },
+      { op: "put_archive", archive: other, create: true },
+      { op: "insert_passages", rows },
+    ]);
+    const [p1, p2, p3, p4] = rows.map((r) => r.passage) as [
+      PassageRecord,
+      PassageRecord,
+      PassageRecord,
+      PassageRecord,
+    ];
+    expect(await s.tiers.archivalChars()).toBe(before + rows.reduce((n, r) => n + r.passage.text.length, 0));
+    const seqs = await s.tiers.passageSeqs(rows.map((r) => r.passage.id));
+    const seq = (p: PassageRecord) => seqs.get(p.id)!;
+    // Seqs grow in insertion order.
+    expect(seq(p1) < seq(p2) && seq(p2) < seq(p3) && seq(p3) < seq(p4)).toBe(true);
+    const bySeq = await s.tiers.getPassagesBySeq([seq(p3), seq(p1), 987_654_321]);
+    expect(bySeq).toEqual(
+      new Map([
+        [seq(p3), p3],
+        [seq(p1), p1],
+      ]),
+    );
+    const ids = (list: PassageRecord[]) => list.map((p) => p.id);
+    const list = (q: Partial<Parameters<Storage["tiers"]["listPassages"]>[1]> = {}, archives = [ar.id]) =>
+      s.tiers.listPassages(archives, { limit: 10, order: "asc", ...q }).then(ids);
+    expect(await list()).toEqual([p1.id, p2.id, p3.id]);
+    expect(await list({ order: "desc", limit: 2 })).toEqual([p3.id, p2.id]);
+    expect(await list({ after: p1.id })).toEqual([p2.id, p3.id]);
+    expect(await list({ before: p3.id, order: "desc" })).toEqual([]);
+    expect(await list({ search: "OCEAN" })).toEqual([p1.id, p2.id]);
+    expect(await list({}, [ar.id, other.id])).toEqual([p1.id, p2.id, p3.id, p4.id]);
+    expect(await list({}, [])).toEqual([]);
+    const err = await s.tiers
+      .listPassages([ar.id], { limit: 1, order: "asc", before: "passage-none" })
+      .catch((e) => e);
+    expect(err).toMatchObject({ code: "VALIDATION", issues: [{ loc: ["query", "before"] }] });
+    expect(await s.tiers.countPassages([ar.id, other.id])).toBe(4);
+    expect(await s.tiers.countPassages([])).toBe(0);
+
+    const scanned = await s.tiers.scanPassageVectors(ar.id, seq(p1), 10);
+    expect(scanned).toEqual([
+      { seq: seq(p2), id: p2.id, created_at_ms: 1, tags: ["t"], vector: new Float32Array([1, 0.5]) },
+      { seq: seq(p3), id: p3.id, created_at_ms: 1, tags: ["x", "y"], vector: new Float32Array([0.25, -2]) },
+    ]);
+    expect(await s.tiers.scanPassageVectors(ar.id, 0, 1)).toHaveLength(1);
+    expect(await s.tiers.scanPassageMeta(ar.id, seq(p1), 10)).toEqual([
+      { seq: seq(p2), created_at_ms: 1, tags: ["t"] },
+      { seq: seq(p3), created_at_ms: 1, tags: ["x", "y"] },
+    ]);
+    expect(await s.tiers.getPassageVectorsBySeq([seq(p3)])).toEqual(
+      new Map([[seq(p3), new Float32Array([0.25, -2])]]),
+    );
+
+    // Any word matches; a passage with more of them ranks first; other archives stay out.
+    const search = (q: string, limit = 10) =>
+      s.tiers.searchPassagesText([ar.id], q, limit).then((r) => r.map((x) => x.seq));
+    expect(await search("river ocean")).toEqual([seq(p2), seq(p1)]);
+    expect(await search("river ocean", 1)).toEqual([seq(p2)]);
+    expect(await search("mountain")).toEqual([seq(p3)]);
+    expect(await search("the and of")).toEqual([]); // stop words only
+    expect(await s.tiers.searchPassagesText([], "ocean", 10)).toEqual([]);
+  });
+
+  it("refuses a passage batch that repeats an id, and sums working-memory bytes", async () => {
+    const ar = archive();
+    await s.commit([{ op: "put_archive", archive: ar, create: true }]);
+    const p = passage(ar.id, "twice");
+    expect(await code(s.commit([{ op: "insert_passages", rows: [p, p] }]))).toBe("CONFLICT");
+    expect(await s.tiers.getPassage(p.passage.id)).toBeNull();
+
+    const a = agent();
+    await putAgent(a);
+    const before = await s.tiers.workingBytes();
+    await putWorking(working(a.id, "w1", { size_bytes: 7 }));
+    await putWorking(working(a.id, "w2", { size_bytes: 5, expires_at_ms: 1 })); // expired, still stored
+    expect(await s.tiers.workingBytes()).toBe(before + 12);
+    expect((await s.tiers.getWorking(a.id, "w2"))!.expires_at_ms).toBe(1);
+    await putWorking(working(a.id, "w1", { size_bytes: 3 }));
+    expect(await s.tiers.workingBytes()).toBe(before + 8);
+  });
+
   it("deletes an agent with the archives only it used, in one commit", async () => {
     const a = agent();
     const b = agent();

@@ -84,7 +84,7 @@ describe("postgres engine", () => {
     // Each test starts from empty tables in the throwaway database.
     const sql = postgres(db.url(), { max: 1, onnotice: () => {} });
     await sql.unsafe(
-      "TRUNCATE agents, agent_tags, blocks, tools, agent_blocks, agent_tools, messages, runs, steps, agent_fences, mcp_servers, api_keys, audit_log, conversations RESTART IDENTITY CASCADE",
+      "TRUNCATE agents, agent_tags, blocks, tools, agent_blocks, agent_tools, messages, runs, steps, agent_fences, mcp_servers, api_keys, audit_log, conversations, outbox, idempotent_responses, archives, agent_archives, passages, working_memory RESTART IDENTITY CASCADE",
     );
     await sql.end();
     return shared;
