@@ -1,15 +1,13 @@
 // Archival and working memory in process memory: the reference semantics for the SQL engines,
 // used by tests and the simulator. Full text is a word-overlap score (any word matches).
-// The tables live inside the engine's tables (memory.ts) and change only through `applyTier`,
-// called by its commit on a copy of them that is swapped in when the whole commit succeeds.
-import { invalidField, KelpieError, notFound } from "../core/errors.ts";
+// The tables live inside the engine's tables (memory.ts) and change only through its commit's row
+// executor, on a copy of them that is swapped in when the whole commit succeeds.
+import { invalidField } from "../core/errors.ts";
 import { paginate } from "./memory.ts";
-import { workingLimitError } from "./tier-codec.ts";
 import {
   type ArchiveListQuery,
   type ArchiveRecord,
   type MemoryTierStorage,
-  type Mutation,
   type PassageListQuery,
   type PassageMetaRow,
   type PassageRecord,
@@ -35,20 +33,6 @@ export interface TierTables {
   working: Map<string, Map<string, WorkingMemoryEntry>>;
 }
 
-export const TIER_OPS = new Set<Mutation["op"]>([
-  "put_working",
-  "delete_working",
-  "put_archive",
-  "patch_archive",
-  "delete_archive",
-  "delete_unattached_archives",
-  "attach_archive",
-  "detach_archive",
-  "insert_passages",
-  "delete_passage",
-  "delete_agent",
-]);
-
 export function emptyTierTables(): TierTables {
   return {
     seq: 0,
@@ -73,134 +57,6 @@ export function copyTierTables(t: TierTables): TierTables {
 }
 
 const clone = <T>(value: T): T => structuredClone(value);
-
-function archiveOrThrow(t: TierTables, id: string): Row<ArchiveRecord> {
-  const row = t.archives.get(id);
-  if (row === undefined) throw new KelpieError("NOT_FOUND", `Archive ${id} not found`);
-  return row;
-}
-
-function removeArchive(t: TierTables, archiveId: string): void {
-  t.archives.delete(archiveId);
-  for (const [agentId, ids] of t.agentArchives) {
-    if (ids.includes(archiveId))
-      t.agentArchives.set(
-        agentId,
-        ids.filter((id) => id !== archiveId),
-      );
-  }
-  for (const [id, row] of t.passages) {
-    if (row.value.archive_id === archiveId) {
-      t.passages.delete(id);
-      t.passagesBySeq.delete(row.seq);
-    }
-  }
-}
-
-function isLive(entry: WorkingMemoryEntry, nowMs: number): boolean {
-  return entry.expires_at_ms === null || entry.expires_at_ms > nowMs;
-}
-
-/**
- * Applies one tier mutation to staged tables (the commit's copy); `agentExists` answers from the
- * commit's staged agents. Other mutations are not this function's.
- */
-export function applyTier(t: TierTables, m: Mutation, agentExists: (agentId: string) => boolean): void {
-  switch (m.op) {
-    case "put_working": {
-      const e = m.entry;
-      if (!agentExists(e.agent_id)) throw notFound("agent", e.agent_id);
-      const entries = new Map(t.working.get(e.agent_id));
-      let otherKeys = 0;
-      let otherBytes = 0;
-      for (const other of entries.values()) {
-        if (other.key === e.key || !isLive(other, e.updated_at_ms)) continue;
-        otherKeys += 1;
-        otherBytes += other.size_bytes;
-      }
-      const over = workingLimitError(e.agent_id, otherKeys, otherBytes + e.size_bytes, m.limits);
-      if (over !== null) throw over;
-      entries.set(e.key, clone(e));
-      t.working.set(e.agent_id, entries);
-      return;
-    }
-    case "delete_working": {
-      const entries = t.working.get(m.agent_id);
-      if (entries === undefined || !entries.has(m.key)) return;
-      const next = new Map(entries);
-      next.delete(m.key);
-      t.working.set(m.agent_id, next);
-      return;
-    }
-    case "delete_agent": {
-      t.agentArchives.delete(m.agent_id);
-      t.working.delete(m.agent_id);
-      return;
-    }
-    case "put_archive": {
-      const existing = t.archives.get(m.archive.id);
-      if (m.create && existing) throw new KelpieError("CONFLICT", `archive ${m.archive.id} already exists`);
-      if (!m.create && !existing) throw new KelpieError("NOT_FOUND", `Archive ${m.archive.id} not found`);
-      t.archives.set(m.archive.id, { seq: existing?.seq ?? ++t.seq, value: clone(m.archive) });
-      return;
-    }
-    case "patch_archive": {
-      const row = archiveOrThrow(t, m.archive_id);
-      const next = { ...clone(row.value), updated_at_ms: m.updated_at_ms };
-      if (m.name !== undefined) next.name = m.name;
-      if (m.description !== undefined) next.description = m.description;
-      t.archives.set(m.archive_id, { seq: row.seq, value: next });
-      return;
-    }
-    case "delete_archive": {
-      archiveOrThrow(t, m.archive_id);
-      removeArchive(t, m.archive_id);
-      return;
-    }
-    case "delete_unattached_archives": {
-      for (const archiveId of m.archive_ids) {
-        if (!t.archives.has(archiveId)) continue;
-        const attached = [...t.agentArchives.entries()].some(
-          ([agentId, ids]) => ids.includes(archiveId) && agentExists(agentId),
-        );
-        if (!attached) removeArchive(t, archiveId);
-      }
-      return;
-    }
-    case "attach_archive":
-    case "detach_archive": {
-      if (!agentExists(m.agent_id)) throw notFound("agent", m.agent_id);
-      archiveOrThrow(t, m.archive_id);
-      const ids = t.agentArchives.get(m.agent_id) ?? [];
-      if (m.op === "attach_archive" && !ids.includes(m.archive_id))
-        t.agentArchives.set(m.agent_id, [...ids, m.archive_id]);
-      if (m.op === "detach_archive" && ids.includes(m.archive_id))
-        t.agentArchives.set(
-          m.agent_id,
-          ids.filter((id) => id !== m.archive_id),
-        );
-      return;
-    }
-    case "insert_passages": {
-      for (const { passage, vector } of m.rows) {
-        archiveOrThrow(t, passage.archive_id);
-        if (t.passages.has(passage.id))
-          throw new KelpieError("CONFLICT", `passage ${passage.id} already exists`);
-        const seq = ++t.seq;
-        t.passages.set(passage.id, { seq, value: clone(passage), vector: new Float32Array(vector) });
-        t.passagesBySeq.set(seq, passage.id);
-      }
-      return;
-    }
-    case "delete_passage": {
-      const row = t.passages.get(m.passage_id);
-      if (row === undefined) throw new KelpieError("NOT_FOUND", `Passage ${m.passage_id} not found`);
-      t.passages.delete(m.passage_id);
-      t.passagesBySeq.delete(row.seq);
-      return;
-    }
-  }
-}
 
 export class MemoryTiers implements MemoryTierStorage {
   /**

@@ -1,19 +1,21 @@
-// The in-memory engine: the reference semantics of the Storage contract, used by tests and the
-// simulator. A commit stages every mutation on copies and swaps them in only when all succeed.
+// The in-memory engine: the reference executor of the Storage contract, used by tests and the
+// simulator. A commit runs the planner's plans (planner.ts) against copies of the tables and swaps
+// them in only when all succeed; the row operations here are the plainest reading of each.
 // It also keeps cluster membership and agent leases as PostgreSQL does (postgres-cluster.ts), on
 // its own clock (the "database's"), so the simulator can run several nodes over one instance.
-import { assert } from "../core/assert.ts";
+import { assert, unreachable } from "../core/assert.ts";
 import { SystemClock } from "../core/clock.ts";
-import { OUTBOX_ENTRIES_PER_AGENT_MAX } from "../core/constants.ts";
-import { invalidField, KelpieError, notFound, outboxFull } from "../core/errors.ts";
+import { invalidField } from "../core/errors.ts";
+import { copyTierTables, emptyTierTables, MemoryTiers, type TierTables } from "./memory-tiers.ts";
 import {
-  applyTier,
-  copyTierTables,
-  emptyTierTables,
-  MemoryTiers,
-  TIER_OPS,
-  type TierTables,
-} from "./memory-tiers.ts";
+  type FenceState,
+  type KeyedTable,
+  type Relation,
+  type RowOp,
+  runCommitSync,
+  type WorkingUsage,
+  type WriteMode,
+} from "./planner.ts";
 import type {
   AgentListQuery,
   AgentRecord,
@@ -182,30 +184,9 @@ export class MemoryStorage implements Storage {
   async close(): Promise<void> {}
 
   async commit(mutations: Mutation[], options?: CommitOptions): Promise<void> {
+    // Staged on copies, swapped in only when every mutation's plan ran to its end.
     const t = copyTables(this.tables);
-    const fence = options?.fence;
-    if (fence !== undefined) {
-      const row = t.fences.get(fence.agent_id);
-      const stored = row?.token ?? 0;
-      if (stored !== fence.token) {
-        throw new KelpieError(
-          "FENCED",
-          `agent ${fence.agent_id}: fencing token ${fence.token} is stale (current ${stored})`,
-        );
-      }
-      // A lease that lapsed fences its holder too, even before anyone takes it over (as on
-      // PostgreSQL); a row that never had a lease (a single node's) has no expiry to check.
-      if (row !== undefined && row.lease_expires_at !== null && row.lease_expires_at <= this.nowMs()) {
-        throw new KelpieError("FENCED", `agent ${fence.agent_id}: the lease of token ${fence.token} lapsed`);
-      }
-    }
-    if (mutations.some((m) => TIER_OPS.has(m.op))) t.tiers = copyTierTables(t.tiers);
-    const agentExists = (agentId: string) => t.agents.has(agentId);
-    for (const m of mutations) {
-      if (m.op !== "delete_agent" && TIER_OPS.has(m.op)) applyTier(t.tiers, m, agentExists);
-      else this.apply(t, m);
-      if (m.op === "delete_agent") applyTier(t.tiers, m, agentExists);
-    }
+    runCommitSync(memoryExecutor(t, this.nowMs), mutations, options);
     this.tables = t;
   }
 
@@ -213,214 +194,6 @@ export class MemoryStorage implements Storage {
     () => this.tables.tiers,
     (agentId) => this.tables.agents.get(agentId)?.seq,
   );
-
-  private apply(t: Tables, m: Mutation): void {
-    switch (m.op) {
-      case "put_agent": {
-        const existing = t.agents.get(m.agent.id);
-        if (m.create && existing) throw new KelpieError("CONFLICT", `agent ${m.agent.id} already exists`);
-        if (!m.create && !existing) throw notFound("agent", m.agent.id);
-        t.agents.set(m.agent.id, { seq: existing?.seq ?? ++t.seq, value: clone(m.agent) });
-        if (m.create) {
-          t.agentBlocks.set(m.agent.id, []);
-          t.agentTools.set(m.agent.id, []);
-        }
-        return;
-      }
-      case "delete_agent": {
-        if (!t.agents.delete(m.agent_id)) throw notFound("agent", m.agent_id);
-        t.agentBlocks.delete(m.agent_id);
-        t.agentTools.delete(m.agent_id);
-        t.fences.delete(m.agent_id);
-        for (const [id, row] of t.messages) if (row.value.agent_id === m.agent_id) t.messages.delete(id);
-        for (const [id, row] of t.runs) if (row.value.agent_id === m.agent_id) t.runs.delete(id);
-        for (const [id, row] of t.steps) if (row.value.agent_id === m.agent_id) t.steps.delete(id);
-        for (const [id, row] of t.conversations)
-          if (row.value.agent_id === m.agent_id) t.conversations.delete(id);
-        for (const [id, row] of t.outbox) if (row.value.agent_id === m.agent_id) t.outbox.delete(id);
-        return;
-      }
-      case "put_block": {
-        const existing = t.blocks.get(m.block.id);
-        if (m.create && existing) throw new KelpieError("CONFLICT", `block ${m.block.id} already exists`);
-        if (!m.create && !existing) throw notFound("block", m.block.id);
-        if (existing && m.block.version !== existing.value.version + 1) {
-          throw new KelpieError("CONFLICT", `block ${m.block.id} was changed concurrently`);
-        }
-        t.blocks.set(m.block.id, { seq: existing?.seq ?? ++t.seq, value: clone(m.block) });
-        return;
-      }
-      case "delete_block": {
-        if (!t.blocks.delete(m.block_id)) throw notFound("block", m.block_id);
-        for (const [agentId, ids] of t.agentBlocks) {
-          if (ids.includes(m.block_id))
-            t.agentBlocks.set(
-              agentId,
-              ids.filter((id) => id !== m.block_id),
-            );
-        }
-        return;
-      }
-      case "put_tool": {
-        const existing = t.tools.get(m.tool.id);
-        if (m.create && existing) throw new KelpieError("CONFLICT", `tool ${m.tool.id} already exists`);
-        if (!m.create && !existing) throw notFound("tool", m.tool.id);
-        // MCP tools keep their servers' names (two servers may both have an "echo"); others are unique.
-        for (const row of m.tool.tool_type === "external_mcp" ? [] : t.tools.values()) {
-          if (
-            row.value.name === m.tool.name &&
-            row.value.id !== m.tool.id &&
-            row.value.tool_type !== "external_mcp"
-          ) {
-            throw new KelpieError("CONFLICT", `a tool named '${m.tool.name}' already exists`);
-          }
-        }
-        t.tools.set(m.tool.id, { seq: existing?.seq ?? ++t.seq, value: clone(m.tool) });
-        return;
-      }
-      case "delete_tool": {
-        if (!t.tools.delete(m.tool_id)) throw notFound("tool", m.tool_id);
-        for (const [agentId, ids] of t.agentTools) {
-          if (ids.includes(m.tool_id))
-            t.agentTools.set(
-              agentId,
-              ids.filter((id) => id !== m.tool_id),
-            );
-        }
-        return;
-      }
-      case "attach_block":
-      case "detach_block": {
-        if (!t.agents.has(m.agent_id)) throw notFound("agent", m.agent_id);
-        if (!t.blocks.has(m.block_id)) throw notFound("block", m.block_id);
-        const ids = t.agentBlocks.get(m.agent_id) ?? [];
-        if (m.op === "attach_block" && !ids.includes(m.block_id))
-          t.agentBlocks.set(m.agent_id, [...ids, m.block_id]);
-        if (m.op === "detach_block")
-          t.agentBlocks.set(
-            m.agent_id,
-            ids.filter((id) => id !== m.block_id),
-          );
-        return;
-      }
-      case "attach_tool":
-      case "detach_tool": {
-        if (!t.agents.has(m.agent_id)) throw notFound("agent", m.agent_id);
-        if (!t.tools.has(m.tool_id)) throw notFound("tool", m.tool_id);
-        const ids = t.agentTools.get(m.agent_id) ?? [];
-        if (m.op === "attach_tool" && !ids.includes(m.tool_id))
-          t.agentTools.set(m.agent_id, [...ids, m.tool_id]);
-        if (m.op === "detach_tool")
-          t.agentTools.set(
-            m.agent_id,
-            ids.filter((id) => id !== m.tool_id),
-          );
-        return;
-      }
-      case "put_message": {
-        if (!t.agents.has(m.message.agent_id)) throw notFound("agent", m.message.agent_id);
-        const existing = t.messages.get(m.message.id);
-        t.messages.set(m.message.id, { seq: existing?.seq ?? ++t.seq, value: clone(m.message) });
-        return;
-      }
-      case "put_run": {
-        if (!t.agents.has(m.run.agent_id)) throw notFound("agent", m.run.agent_id);
-        const existing = t.runs.get(m.run.id);
-        t.runs.set(m.run.id, { seq: existing?.seq ?? ++t.seq, value: clone(m.run) });
-        return;
-      }
-      case "put_step": {
-        const existing = t.steps.get(m.step.id);
-        t.steps.set(m.step.id, { seq: existing?.seq ?? ++t.seq, value: clone(m.step) });
-        return;
-      }
-      case "put_mcp_server": {
-        const existing = t.mcpServers.get(m.server.id);
-        if (m.create && existing)
-          throw new KelpieError("CONFLICT", `MCP server ${m.server.id} already exists`);
-        if (!m.create && !existing) throw new KelpieError("NOT_FOUND", `MCP server ${m.server.id} not found`);
-        for (const row of t.mcpServers.values()) {
-          if (row.value.server_name === m.server.server_name && row.value.id !== m.server.id) {
-            throw new KelpieError("CONFLICT", `an MCP server named '${m.server.server_name}' already exists`);
-          }
-        }
-        t.mcpServers.set(m.server.id, { seq: existing?.seq ?? ++t.seq, value: clone(m.server) });
-        return;
-      }
-      case "delete_mcp_server": {
-        if (!t.mcpServers.delete(m.server_id))
-          throw new KelpieError("NOT_FOUND", `MCP server ${m.server_id} not found`);
-        return;
-      }
-      case "put_api_key": {
-        for (const row of t.apiKeys.values()) {
-          if (row.value.key_sha256 === m.key.key_sha256)
-            throw new KelpieError("CONFLICT", "this API key already exists");
-        }
-        t.apiKeys.set(m.key.id, { seq: ++t.seq, value: clone(m.key) });
-        return;
-      }
-      case "put_idempotent": {
-        if (!t.idempotent.has(m.response.key))
-          t.idempotent.set(m.response.key, { seq: ++t.seq, value: clone(m.response) });
-        return;
-      }
-      case "put_audit": {
-        t.audit.set(m.entry.id, { seq: ++t.seq, value: clone(m.entry) });
-        return;
-      }
-      case "put_conversation": {
-        const c = m.conversation;
-        const existing = t.conversations.get(c.id);
-        if (m.create && existing) throw new KelpieError("CONFLICT", `conversation ${c.id} already exists`);
-        if (!m.create && !existing) throw new KelpieError("NOT_FOUND", `Conversation ${c.id} not found`);
-        if (!t.agents.has(c.agent_id)) throw notFound("agent", c.agent_id);
-        t.conversations.set(c.id, { seq: existing?.seq ?? ++t.seq, value: clone(c) });
-        return;
-      }
-      case "patch_conversation": {
-        const row = t.conversations.get(m.conversation_id);
-        if (row === undefined)
-          throw new KelpieError("NOT_FOUND", `Conversation ${m.conversation_id} not found`);
-        const next = { ...clone(row.value), updated_at_ms: m.updated_at_ms };
-        if (m.summary !== undefined) next.summary = m.summary;
-        if (m.model !== undefined) next.model = m.model;
-        t.conversations.set(m.conversation_id, { seq: row.seq, value: next });
-        return;
-      }
-      case "delete_conversation": {
-        if (!t.conversations.delete(m.conversation_id)) {
-          throw new KelpieError("NOT_FOUND", `Conversation ${m.conversation_id} not found`);
-        }
-        return;
-      }
-      case "put_outbox": {
-        const e = m.entry;
-        const existing = t.outbox.get(e.id);
-        if (m.create && existing) throw new KelpieError("CONFLICT", `outbox entry ${e.id} already exists`);
-        if (!m.create && !existing) throw new KelpieError("NOT_FOUND", `Outbox entry ${e.id} not found`);
-        if (!t.agents.has(e.agent_id)) throw notFound("agent", e.agent_id);
-        if (m.create) {
-          let held = 0;
-          for (const row of t.outbox.values()) if (row.value.agent_id === e.agent_id) held++;
-          if (held >= OUTBOX_ENTRIES_PER_AGENT_MAX) throw outboxFull(e.agent_id, held);
-        }
-        t.outbox.set(e.id, { seq: existing?.seq ?? ++t.seq, value: clone(e) });
-        return;
-      }
-      case "delete_outbox": {
-        t.outbox.delete(m.entry_id);
-        return;
-      }
-      case "delete_agent_messages": {
-        const keep = new Set(m.except_ids);
-        for (const [id, row] of t.messages) {
-          if (row.value.agent_id === m.agent_id && !keep.has(id)) t.messages.delete(id);
-        }
-        return;
-      }
-    }
-  }
 
   async acquireFence(agentId: string): Promise<number> {
     // As on PostgreSQL: the next token; a lease on the row (if any) is left as it is.
@@ -673,6 +446,244 @@ export class MemoryStorage implements Storage {
     for (const row of this.tables.blocks.values()) n += row.value.value.length;
     return n;
   }
+}
+
+/** Removes `id` from every agent's list in a relation map (a copy is made of each list changed). */
+function removeTarget(relation: Map<string, string[]>, id: string): void {
+  for (const [agentId, ids] of relation) {
+    if (ids.includes(id))
+      relation.set(
+        agentId,
+        ids.filter((x) => x !== id),
+      );
+  }
+}
+
+function deleteWhere<T>(rows: Map<string, Row<T>>, match: (value: T) => boolean): void {
+  for (const [id, row] of rows) if (match(row.value)) rows.delete(id);
+}
+
+/**
+ * The memory engine's row operations on a commit's staged tables: the planner (planner.ts) has
+ * checked every precondition, so each operation only reads or writes rows. The tier tables are
+ * copied on the commit's first write to them.
+ */
+function memoryExecutor(t: Tables, nowMs: () => number): (op: RowOp) => unknown {
+  let tiersCopied = false;
+  const tiers = (): TierTables => {
+    if (!tiersCopied) {
+      t.tiers = copyTierTables(t.tiers);
+      tiersCopied = true;
+    }
+    return t.tiers;
+  };
+  const keyed = (table: Exclude<KeyedTable, "passages">): Map<string, Row<{ id: string }>> => {
+    switch (table) {
+      case "agents":
+        return t.agents;
+      case "blocks":
+        return t.blocks;
+      case "tools":
+        return t.tools;
+      case "mcp_servers":
+        return t.mcpServers;
+      case "conversations":
+        return t.conversations;
+      case "outbox":
+        return t.outbox;
+      case "archives":
+        return t.tiers.archives;
+    }
+  };
+  const relation = (r: Relation, write: boolean): Map<string, string[]> =>
+    r === "agent_blocks"
+      ? t.agentBlocks
+      : r === "agent_tools"
+        ? t.agentTools
+        : (write ? tiers() : t.tiers).agentArchives;
+  const put = <T>(rows: Map<string, Row<T>>, key: string, value: T, mode: WriteMode, seq: () => number) => {
+    const existing = rows.get(key);
+    if (mode === "insert_if_absent" && existing !== undefined) return;
+    assert(mode !== "update" || existing !== undefined, "an update writes a row that exists");
+    rows.set(key, { seq: mode === "insert" ? seq() : (existing?.seq ?? seq()), value: clone(value) });
+  };
+  const nextSeq = () => ++t.seq;
+  const nextTierSeq = () => ++tiers().seq;
+
+  return (op: RowOp): unknown => {
+    switch (op.kind) {
+      case "read_fence": {
+        const row = t.fences.get(op.agent_id);
+        // A row that never had a lease (a single node's) has no expiry to check.
+        const lapsed = row !== undefined && row.lease_expires_at !== null && row.lease_expires_at <= nowMs();
+        return { token: row?.token ?? 0, lapsed } satisfies FenceState;
+      }
+      case "exists":
+        return op.table === "passages" ? t.tiers.passages.has(op.id) : keyed(op.table).has(op.id);
+      case "block_version":
+        return t.blocks.get(op.id)?.value.version ?? null;
+      case "taken": {
+        if (op.index === "api_key_sha256")
+          return [...t.apiKeys.values()].some((r) => r.value.key_sha256 === op.value);
+        if (op.index === "mcp_server_name")
+          return [...t.mcpServers.values()].some(
+            (r) => r.value.server_name === op.value && r.value.id !== op.except_id,
+          );
+        return [...t.tools.values()].some(
+          (r) =>
+            r.value.name === op.value && r.value.id !== op.except_id && r.value.tool_type !== "external_mcp",
+        );
+      }
+      case "count_outbox": {
+        let n = 0;
+        for (const row of t.outbox.values()) if (row.value.agent_id === op.agent_id) n++;
+        return n;
+      }
+      case "working_usage": {
+        const usage: WorkingUsage = { keys: 0, bytes: 0 };
+        for (const e of t.tiers.working.get(op.agent_id)?.values() ?? []) {
+          if (e.key === op.except_key || (e.expires_at_ms !== null && e.expires_at_ms <= op.at_ms)) continue;
+          usage.keys += 1;
+          usage.bytes += e.size_bytes;
+        }
+        return usage;
+      }
+      case "existing_passages":
+        return op.ids.filter((id) => t.tiers.passages.has(id));
+      case "unattached_archives": {
+        const attached = new Set([...t.tiers.agentArchives.values()].flat());
+        return op.ids.filter((id) => t.tiers.archives.has(id) && !attached.has(id));
+      }
+      case "write": {
+        switch (op.table) {
+          case "agents":
+            return put(t.agents, op.record.id, op.record, op.mode, nextSeq);
+          case "blocks":
+            return put(t.blocks, op.record.id, op.record, op.mode, nextSeq);
+          case "tools":
+            return put(t.tools, op.record.id, op.record, op.mode, nextSeq);
+          case "messages":
+            return put(t.messages, op.record.id, op.record, op.mode, nextSeq);
+          case "runs":
+            return put(t.runs, op.record.id, op.record, op.mode, nextSeq);
+          case "steps":
+            return put(t.steps, op.record.id, op.record, op.mode, nextSeq);
+          case "mcp_servers":
+            return put(t.mcpServers, op.record.id, op.record, op.mode, nextSeq);
+          case "api_keys":
+            return put(t.apiKeys, op.record.id, op.record, op.mode, nextSeq);
+          case "audit_log":
+            return put(t.audit, op.record.id, op.record, op.mode, nextSeq);
+          case "idempotent_responses":
+            return put(t.idempotent, op.record.key, op.record, op.mode, nextSeq);
+          case "conversations":
+            return put(t.conversations, op.record.id, op.record, op.mode, nextSeq);
+          case "outbox":
+            return put(t.outbox, op.record.id, op.record, op.mode, nextSeq);
+          case "archives":
+            return put(tiers().archives, op.record.id, op.record, op.mode, nextTierSeq);
+          case "working_memory": {
+            const e = op.record;
+            const entries = new Map(tiers().working.get(e.agent_id));
+            entries.set(e.key, clone(e));
+            t.tiers.working.set(e.agent_id, entries);
+            return;
+          }
+        }
+        return unreachable(op);
+      }
+      case "insert_passages": {
+        const w = tiers();
+        for (const { passage, vector } of op.rows) {
+          const seq = ++w.seq;
+          w.passages.set(passage.id, { seq, value: clone(passage), vector: new Float32Array(vector) });
+          w.passagesBySeq.set(seq, passage.id);
+        }
+        return;
+      }
+      case "patch": {
+        const rows = op.table === "archives" ? tiers().archives : t.conversations;
+        const row = rows.get(op.id) as Row<object> | undefined;
+        if (row === undefined) return 0;
+        rows.set(op.id, { seq: row.seq, value: { ...clone(row.value), ...op.set } } as never);
+        return 1;
+      }
+      case "delete": {
+        if (op.table !== "passages") {
+          const rows = op.table === "archives" ? tiers().archives : keyed(op.table);
+          return rows.delete(op.id) ? 1 : 0;
+        }
+        const w = tiers();
+        const row = w.passages.get(op.id);
+        if (row === undefined) return 0;
+        w.passages.delete(op.id);
+        w.passagesBySeq.delete(row.seq);
+        return 1;
+      }
+      case "delete_children": {
+        const parent = op.parent_id;
+        switch (op.table) {
+          case "agent_blocks":
+          case "agent_tools":
+          case "agent_archives":
+            if (op.column === "agent_id") relation(op.table, true).delete(parent);
+            else removeTarget(relation(op.table, true), parent);
+            return;
+          case "messages":
+            return deleteWhere(t.messages, (v) => v.agent_id === parent);
+          case "runs":
+            return deleteWhere(t.runs, (v) => v.agent_id === parent);
+          case "steps":
+            return deleteWhere(t.steps, (v) => v.agent_id === parent);
+          case "conversations":
+            return deleteWhere(t.conversations, (v) => v.agent_id === parent);
+          case "outbox":
+            return deleteWhere(t.outbox, (v) => v.agent_id === parent);
+          case "working_memory":
+            if (t.tiers.working.has(parent)) tiers().working.delete(parent);
+            return;
+          case "passages": {
+            const w = tiers();
+            for (const [id, row] of w.passages) {
+              if (row.value.archive_id !== parent) continue;
+              w.passages.delete(id);
+              w.passagesBySeq.delete(row.seq);
+            }
+            return;
+          }
+        }
+        return unreachable(op);
+      }
+      case "attach":
+      case "detach": {
+        const rel = relation(op.relation, true);
+        const ids = rel.get(op.agent_id) ?? [];
+        if (op.kind === "attach" && !ids.includes(op.target_id)) rel.set(op.agent_id, [...ids, op.target_id]);
+        if (op.kind === "detach" && ids.includes(op.target_id))
+          rel.set(
+            op.agent_id,
+            ids.filter((id) => id !== op.target_id),
+          );
+        return;
+      }
+      case "delete_messages_except": {
+        const keep = new Set(op.except_ids);
+        return deleteWhere(t.messages, (v) => v.agent_id === op.agent_id && !keep.has(v.id));
+      }
+      case "delete_working": {
+        const entries = t.tiers.working.get(op.agent_id);
+        if (entries === undefined || !entries.has(op.key)) return;
+        const next = new Map(entries);
+        next.delete(op.key);
+        tiers().working.set(op.agent_id, next);
+        return;
+      }
+      case "delete_fence":
+        t.fences.delete(op.agent_id);
+        return;
+    }
+    return unreachable(op);
+  };
 }
 
 /**
