@@ -1,12 +1,15 @@
 // The write half of the SQLite engine: applies batches of commits (and fencing-token grants) in
 // one transaction, each commit in its own savepoint. It runs on its own thread with its own
 // connection (see sqlite-writer-worker.mjs), so the fsync of a group commit never stalls the event
-// loop: the next batch gathers while this one is made durable.
+// loop: the next batch gathers while this one is made durable. What a commit means is the
+// planner's (planner.ts); this file only executes its row operations on this connection.
 import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
-import { OUTBOX_ENTRIES_PER_AGENT_MAX, SQLITE_BUSY_TIMEOUT_MS } from "../core/constants.ts";
-import { type FieldIssue, KelpieError, notFound, outboxFull } from "../core/errors.ts";
-import { passageDoc, vectorBytes, workingLimitError } from "./tier-codec.ts";
+import { unreachable } from "../core/assert.ts";
+import { SQLITE_BUSY_TIMEOUT_MS } from "../core/constants.ts";
+import { type FieldIssue, KelpieError } from "../core/errors.ts";
+import { type FenceState, type Relation, type RowOp, runCommitSync, type WorkingUsage } from "./planner.ts";
+import { passageDoc, vectorBytes } from "./tier-codec.ts";
 import type { CommitOptions, Mutation } from "./types.ts";
 
 type Statement = Database.Statement<unknown[], unknown>;
@@ -73,6 +76,13 @@ export function openSqlite(path: string, synchronous: "full" | "normal" | undefi
   return db;
 }
 
+/** Each relation's table and its target column. */
+const RELATION_COLUMNS: Record<Relation, [string, string]> = {
+  agent_blocks: ["agent_blocks", "block_id"],
+  agent_tools: ["agent_tools", "tool_id"],
+  agent_archives: ["agent_archives", "archive_id"],
+};
+
 export class SqliteWriter {
   /** A statement prepared once per SQL text. */
   private readonly sql: (text: string) => Statement;
@@ -111,54 +121,149 @@ export class SqliteWriter {
     return outcomes;
   }
 
-  /** One commit; run inside the batch's transaction it is a savepoint (better-sqlite3 nests them so). */
+  /**
+   * One commit, its plans (planner.ts) run against this connection; run inside the batch's
+   * transaction it is a savepoint (better-sqlite3 nests them so).
+   */
   private runOne(mutations: Mutation[], options: CommitOptions | undefined): void {
-    const fence = options?.fence;
-    if (fence !== undefined) {
-      const row = this.sql("SELECT token FROM agent_fences WHERE agent_id = ?").get(fence.agent_id) as
-        | { token: number }
-        | undefined;
-      const stored = row?.token ?? 0;
-      if (stored !== fence.token) {
-        throw new KelpieError(
-          "FENCED",
-          `agent ${fence.agent_id}: fencing token ${fence.token} is stale (current ${stored})`,
-        );
+    runCommitSync(this.execute, mutations, options);
+  }
+
+  /** Docs as stored: JSON text. */
+  private static doc(record: object): string {
+    return JSON.stringify(record);
+  }
+
+  /**
+   * SQLite's row operations. One writer applies commits one at a time, so no row needs a lock
+   * (`lock` is PostgreSQL's): what a plan read cannot change before it writes.
+   */
+  private readonly execute = (op: RowOp): unknown => {
+    const doc = SqliteWriter.doc;
+    switch (op.kind) {
+      case "read_fence": {
+        const row = this.sql("SELECT token FROM agent_fences WHERE agent_id = ?").get(op.agent_id) as
+          | { token: number }
+          | undefined;
+        // A single SQLite node keeps no leases: nothing lapses.
+        return { token: row?.token ?? 0, lapsed: false } satisfies FenceState;
       }
+      case "exists":
+        return this.sql(`SELECT 1 FROM ${op.table} WHERE id = ?`).get(op.id) !== undefined;
+      case "block_version": {
+        const row = this.sql("SELECT version FROM blocks WHERE id = ?").get(op.id) as
+          | { version: number }
+          | undefined;
+        return row === undefined ? null : row.version;
+      }
+      case "taken": {
+        const text =
+          op.index === "tool_name"
+            ? "SELECT 1 FROM tools WHERE name = ? AND id <> ? AND tool_type <> 'external_mcp'"
+            : op.index === "mcp_server_name"
+              ? "SELECT 1 FROM mcp_servers WHERE server_name = ? AND id <> ?"
+              : "SELECT 1 FROM api_keys WHERE key_sha256 = ? AND id <> ?";
+        return this.sql(text).get(op.value, op.except_id) !== undefined;
+      }
+      case "count_outbox":
+        return (
+          this.sql("SELECT count(*) AS n FROM outbox WHERE agent_id = ?").get(op.agent_id) as { n: number }
+        ).n;
+      case "working_usage": {
+        const row = this.sql(
+          `SELECT count(*) AS n, coalesce(sum(size_bytes), 0) AS bytes FROM working_memory
+           WHERE agent_id = ? AND key <> ? AND (expires_at_ms IS NULL OR expires_at_ms > ?)`,
+        ).get(op.agent_id, op.except_key, op.at_ms) as { n: number; bytes: number };
+        return { keys: row.n, bytes: row.bytes } satisfies WorkingUsage;
+      }
+      case "existing_passages":
+        return this.sql("SELECT id FROM passages WHERE id IN (SELECT value FROM json_each(?))")
+          .pluck()
+          .all(JSON.stringify(op.ids));
+      case "unattached_archives":
+        return this.sql(
+          `SELECT id FROM archives WHERE id IN (SELECT value FROM json_each(?))
+           AND NOT EXISTS (SELECT 1 FROM agent_archives aa WHERE aa.archive_id = archives.id)`,
+        )
+          .pluck()
+          .all(JSON.stringify(op.ids));
+      case "write":
+        this.write(op);
+        return;
+      case "insert_passages": {
+        const insert = this.sql(
+          "INSERT INTO passages (id, archive_id, created_at_ms, text, doc, embedding) VALUES (?, ?, ?, ?, ?, ?)",
+        );
+        for (const { passage, vector } of op.rows) {
+          const { id, archive_id, created_at_ms, text } = passage;
+          insert.run(id, archive_id, created_at_ms, text, doc(passageDoc(passage)), vectorBytes(vector));
+        }
+        return;
+      }
+      case "patch": {
+        // Only the given fields change, set in the stored document by SQLite itself.
+        const keys = Object.keys(op.set);
+        const paths = keys.map((k) => `'$.${k}', json(?)`).join(", ");
+        const values = keys.map((k) => JSON.stringify(op.set[k]));
+        if (op.table === "conversations")
+          return this.sql(`UPDATE conversations SET doc = json_set(doc, ${paths}) WHERE id = ?`).run(
+            ...values,
+            op.id,
+          ).changes;
+        const name = typeof op.set.name === "string" ? op.set.name : null;
+        return this.sql(
+          `UPDATE archives SET name = coalesce(?, name), doc = json_set(doc, ${paths}) WHERE id = ?`,
+        ).run(name, ...values, op.id).changes;
+      }
+      case "delete":
+        return this.sql(`DELETE FROM ${op.table} WHERE id = ?`).run(op.id).changes;
+      case "delete_children":
+        this.sql(`DELETE FROM ${op.table} WHERE ${op.column} = ?`).run(op.parent_id);
+        return;
+      case "attach": {
+        const [rel, column] = RELATION_COLUMNS[op.relation];
+        this.sql(
+          `INSERT OR IGNORE INTO ${rel} (agent_id, ${column}, position)
+           VALUES (?, ?, (SELECT coalesce(max(position), 0) + 1 FROM ${rel} WHERE agent_id = ?))`,
+        ).run(op.agent_id, op.target_id, op.agent_id);
+        return;
+      }
+      case "detach": {
+        const [rel, column] = RELATION_COLUMNS[op.relation];
+        this.sql(`DELETE FROM ${rel} WHERE agent_id = ? AND ${column} = ?`).run(op.agent_id, op.target_id);
+        return;
+      }
+      case "delete_messages_except":
+        this.sql(
+          "DELETE FROM messages WHERE agent_id = ? AND id NOT IN (SELECT value FROM json_each(?))",
+        ).run(op.agent_id, JSON.stringify(op.except_ids));
+        return;
+      case "delete_working":
+        this.sql("DELETE FROM working_memory WHERE agent_id = ? AND key = ?").run(op.agent_id, op.key);
+        return;
+      case "delete_fence":
+        this.sql("DELETE FROM agent_fences WHERE agent_id = ?").run(op.agent_id);
+        return;
     }
-    for (const m of mutations) this.apply(m);
-  }
+    return unreachable(op);
+  };
 
-  /** Runs a write whose foreign key names an agent; a missing agent is AGENT_NOT_FOUND. */
-  private withAgentKey(agentId: string, write: () => unknown): void {
-    try {
-      write();
-    } catch (err) {
-      if ((err as { code?: string }).code === "SQLITE_CONSTRAINT_FOREIGNKEY")
-        throw notFound("agent", agentId);
-      throw err;
-    }
-  }
-
-  private exists(table: "agents" | "blocks" | "tools" | "messages" | "runs", id: string): boolean {
-    return this.sql(`SELECT 1 FROM ${table} WHERE id = ?`).get(id) !== undefined;
-  }
-
-  private apply(m: Mutation): void {
-    switch (m.op) {
-      case "put_agent": {
-        const a = m.agent;
-        const doc = JSON.stringify(a);
-        if (m.create) {
-          if (this.exists("agents", a.id)) throw new KelpieError("CONFLICT", `agent ${a.id} already exists`);
+  /** Writes one record's row (and the index rows kept beside it, an agent's tags). */
+  private write(op: Extract<RowOp, { kind: "write" }>): void {
+    const doc = SqliteWriter.doc;
+    const update = op.mode === "update";
+    switch (op.table) {
+      case "agents": {
+        const a = op.record;
+        if (!update) {
           this.sql(
             "INSERT INTO agents (id, name, created_at_ms, updated_at_ms, doc) VALUES (?, ?, ?, ?, ?)",
-          ).run(a.id, a.name, a.created_at_ms, a.updated_at_ms, doc);
+          ).run(a.id, a.name, a.created_at_ms, a.updated_at_ms, doc(a));
         } else {
-          const { changes } = this.sql(
+          this.sql(
             "UPDATE agents SET name = ?, created_at_ms = ?, updated_at_ms = ?, doc = ? WHERE id = ?",
-          ).run(a.name, a.created_at_ms, a.updated_at_ms, doc, a.id);
-          if (changes === 0) throw notFound("agent", a.id);
+          ).run(a.name, a.created_at_ms, a.updated_at_ms, doc(a), a.id);
+          // Most updates keep the tags: their rows are rewritten only when they changed.
           const stored = this.sql("SELECT tag FROM agent_tags WHERE agent_id = ? ORDER BY tag")
             .pluck()
             .all(a.id);
@@ -169,287 +274,121 @@ export class SqliteWriter {
         for (const tag of a.tags) insertTag.run(a.id, tag);
         return;
       }
-      case "delete_agent": {
-        const { changes } = this.sql("DELETE FROM agents WHERE id = ?").run(m.agent_id);
-        if (changes === 0) throw notFound("agent", m.agent_id);
-        this.sql("DELETE FROM agent_fences WHERE agent_id = ?").run(m.agent_id);
-        return;
-      }
-      case "put_block": {
-        const b = m.block;
-        const row = this.sql("SELECT version FROM blocks WHERE id = ?").get(b.id) as
-          | { version: number }
-          | undefined;
-        if (m.create && row) throw new KelpieError("CONFLICT", `block ${b.id} already exists`);
-        if (!m.create && !row) throw notFound("block", b.id);
-        if (row && b.version !== row.version + 1) {
-          throw new KelpieError("CONFLICT", `block ${b.id} was changed concurrently`);
-        }
-        const doc = JSON.stringify(b);
-        if (row) {
+      case "blocks": {
+        const b = op.record;
+        const template = b.is_template ? 1 : 0;
+        if (update)
           this.sql(
             "UPDATE blocks SET label = ?, is_template = ?, template_name = ?, version = ?, doc = ? WHERE id = ?",
-          ).run(b.label, b.is_template ? 1 : 0, b.template_name, b.version, doc, b.id);
-        } else {
+          ).run(b.label, template, b.template_name, b.version, doc(b), b.id);
+        else
           this.sql(
             "INSERT INTO blocks (id, label, is_template, template_name, version, doc) VALUES (?, ?, ?, ?, ?, ?)",
-          ).run(b.id, b.label, b.is_template ? 1 : 0, b.template_name, b.version, doc);
-        }
+          ).run(b.id, b.label, template, b.template_name, b.version, doc(b));
         return;
       }
-      case "delete_block": {
-        const { changes } = this.sql("DELETE FROM blocks WHERE id = ?").run(m.block_id);
-        if (changes === 0) throw notFound("block", m.block_id);
-        return;
-      }
-      case "put_tool": {
-        const t = m.tool;
-        const exists = this.exists("tools", t.id);
-        if (m.create && exists) throw new KelpieError("CONFLICT", `tool ${t.id} already exists`);
-        if (!m.create && !exists) throw notFound("tool", t.id);
-        // MCP tools keep their servers' names (two servers may both have an "echo"); others are unique.
-        const clash =
-          t.tool_type === "external_mcp"
-            ? undefined
-            : this.sql("SELECT id FROM tools WHERE name = ? AND id <> ? AND tool_type <> 'external_mcp'").get(
-                t.name,
-                t.id,
-              );
-        if (clash !== undefined) throw new KelpieError("CONFLICT", `a tool named '${t.name}' already exists`);
-        const doc = JSON.stringify(t);
-        if (exists) {
+      case "tools": {
+        const t = op.record;
+        if (update)
           this.sql("UPDATE tools SET name = ?, tool_type = ?, doc = ? WHERE id = ?").run(
             t.name,
             t.tool_type,
-            doc,
+            doc(t),
             t.id,
           );
-        } else {
+        else
           this.sql("INSERT INTO tools (id, name, tool_type, doc) VALUES (?, ?, ?, ?)").run(
             t.id,
             t.name,
             t.tool_type,
-            doc,
+            doc(t),
           );
-        }
         return;
       }
-      case "delete_tool": {
-        const { changes } = this.sql("DELETE FROM tools WHERE id = ?").run(m.tool_id);
-        if (changes === 0) throw notFound("tool", m.tool_id);
+      case "messages": {
+        const msg = op.record;
+        this.sql(
+          `INSERT INTO messages (id, agent_id, run_id, created_at_ms, doc) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (id) DO UPDATE SET agent_id = excluded.agent_id, run_id = excluded.run_id,
+             created_at_ms = excluded.created_at_ms, doc = excluded.doc`,
+        ).run(msg.id, msg.agent_id, msg.run_id, msg.created_at_ms, doc(msg));
         return;
       }
-      case "attach_block":
-      case "detach_block": {
-        if (!this.exists("agents", m.agent_id)) throw notFound("agent", m.agent_id);
-        if (!this.exists("blocks", m.block_id)) throw notFound("block", m.block_id);
-        if (m.op === "attach_block") {
-          this.sql(
-            `INSERT OR IGNORE INTO agent_blocks (agent_id, block_id, position)
-             VALUES (?, ?, (SELECT coalesce(max(position), 0) + 1 FROM agent_blocks WHERE agent_id = ?))`,
-          ).run(m.agent_id, m.block_id, m.agent_id);
-        } else {
-          this.sql("DELETE FROM agent_blocks WHERE agent_id = ? AND block_id = ?").run(
-            m.agent_id,
-            m.block_id,
-          );
-        }
+      case "runs":
+        this.sql(
+          "INSERT INTO runs (id, agent_id, doc) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+        ).run(op.record.id, op.record.agent_id, doc(op.record));
+        return;
+      case "steps": {
+        const step = op.record;
+        this.sql(
+          "INSERT INTO steps (id, run_id, agent_id, doc) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+        ).run(step.id, step.run_id, step.agent_id, doc(step));
         return;
       }
-      case "attach_tool":
-      case "detach_tool": {
-        if (!this.exists("agents", m.agent_id)) throw notFound("agent", m.agent_id);
-        if (!this.exists("tools", m.tool_id)) throw notFound("tool", m.tool_id);
-        if (m.op === "attach_tool") {
-          this.sql(
-            `INSERT OR IGNORE INTO agent_tools (agent_id, tool_id, position)
-             VALUES (?, ?, (SELECT coalesce(max(position), 0) + 1 FROM agent_tools WHERE agent_id = ?))`,
-          ).run(m.agent_id, m.tool_id, m.agent_id);
-        } else {
-          this.sql("DELETE FROM agent_tools WHERE agent_id = ? AND tool_id = ?").run(m.agent_id, m.tool_id);
-        }
-        return;
-      }
-      case "put_message": {
-        const msg = m.message;
-        // One upsert; the foreign key rejects a message for a missing agent.
-        this.withAgentKey(msg.agent_id, () =>
-          this.sql(
-            `INSERT INTO messages (id, agent_id, run_id, created_at_ms, doc) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET agent_id = excluded.agent_id, run_id = excluded.run_id,
-               created_at_ms = excluded.created_at_ms, doc = excluded.doc`,
-          ).run(msg.id, msg.agent_id, msg.run_id, msg.created_at_ms, JSON.stringify(msg)),
-        );
-        return;
-      }
-      case "put_run": {
-        const run = m.run;
-        this.withAgentKey(run.agent_id, () =>
-          this.sql(
-            "INSERT INTO runs (id, agent_id, doc) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
-          ).run(run.id, run.agent_id, JSON.stringify(run)),
-        );
-        return;
-      }
-      case "put_step": {
-        const step = m.step;
-        this.withAgentKey(step.agent_id, () =>
-          this.sql(
-            "INSERT INTO steps (id, run_id, agent_id, doc) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
-          ).run(step.id, step.run_id, step.agent_id, JSON.stringify(step)),
-        );
-        return;
-      }
-      case "put_mcp_server": {
-        const server = m.server;
-        const exists = this.sql("SELECT 1 FROM mcp_servers WHERE id = ?").get(server.id) !== undefined;
-        if (m.create && exists) throw new KelpieError("CONFLICT", `MCP server ${server.id} already exists`);
-        if (!m.create && !exists) throw new KelpieError("NOT_FOUND", `MCP server ${server.id} not found`);
-        const clash = this.sql("SELECT 1 FROM mcp_servers WHERE server_name = ? AND id <> ?").get(
-          server.server_name,
-          server.id,
-        );
-        if (clash !== undefined) {
-          throw new KelpieError("CONFLICT", `an MCP server named '${server.server_name}' already exists`);
-        }
-        const doc = JSON.stringify(server);
-        if (exists) {
+      case "mcp_servers": {
+        const server = op.record;
+        if (update)
           this.sql("UPDATE mcp_servers SET server_name = ?, doc = ? WHERE id = ?").run(
             server.server_name,
-            doc,
+            doc(server),
             server.id,
           );
-        } else {
+        else
           this.sql("INSERT INTO mcp_servers (id, server_name, doc) VALUES (?, ?, ?)").run(
             server.id,
             server.server_name,
-            doc,
+            doc(server),
           );
-        }
         return;
       }
-      case "delete_mcp_server": {
-        const { changes } = this.sql("DELETE FROM mcp_servers WHERE id = ?").run(m.server_id);
-        if (changes === 0) throw new KelpieError("NOT_FOUND", `MCP server ${m.server_id} not found`);
-        return;
-      }
-      case "put_api_key": {
-        const clash = this.sql("SELECT 1 FROM api_keys WHERE key_sha256 = ?").get(m.key.key_sha256);
-        if (clash !== undefined) throw new KelpieError("CONFLICT", "this API key already exists");
+      case "api_keys":
         this.sql("INSERT INTO api_keys (id, key_sha256, doc) VALUES (?, ?, ?)").run(
-          m.key.id,
-          m.key.key_sha256,
-          JSON.stringify(m.key),
+          op.record.id,
+          op.record.key_sha256,
+          doc(op.record),
         );
         return;
-      }
-      case "put_conversation": {
-        const c = m.conversation;
-        const exists = this.sql("SELECT 1 FROM conversations WHERE id = ?").get(c.id) !== undefined;
-        if (m.create && exists) throw new KelpieError("CONFLICT", `conversation ${c.id} already exists`);
-        if (!m.create && !exists) throw new KelpieError("NOT_FOUND", `Conversation ${c.id} not found`);
-        if (exists) {
-          this.sql("UPDATE conversations SET doc = ? WHERE id = ?").run(JSON.stringify(c), c.id);
-        } else {
-          this.withAgentKey(c.agent_id, () =>
-            this.sql("INSERT INTO conversations (id, agent_id, doc) VALUES (?, ?, ?)").run(
-              c.id,
-              c.agent_id,
-              JSON.stringify(c),
-            ),
-          );
-        }
-        return;
-      }
-      case "patch_conversation": {
-        const row = this.sql("SELECT doc FROM conversations WHERE id = ?").get(m.conversation_id) as
-          | { doc: string }
-          | undefined;
-        if (row === undefined)
-          throw new KelpieError("NOT_FOUND", `Conversation ${m.conversation_id} not found`);
-        const next = { ...(JSON.parse(row.doc) as object), updated_at_ms: m.updated_at_ms } as Record<
-          string,
-          unknown
-        >;
-        if (m.summary !== undefined) next.summary = m.summary;
-        if (m.model !== undefined) next.model = m.model;
-        this.sql("UPDATE conversations SET doc = ? WHERE id = ?").run(
-          JSON.stringify(next),
-          m.conversation_id,
+      case "audit_log":
+        this.sql("INSERT INTO audit_log (id, at_ms, doc) VALUES (?, ?, ?)").run(
+          op.record.id,
+          op.record.at_ms,
+          doc(op.record),
         );
         return;
-      }
-      case "delete_conversation": {
-        const { changes } = this.sql("DELETE FROM conversations WHERE id = ?").run(m.conversation_id);
-        if (changes === 0) throw new KelpieError("NOT_FOUND", `Conversation ${m.conversation_id} not found`);
-        return;
-      }
-      case "put_outbox": {
-        const e = m.entry;
-        const exists = this.sql("SELECT 1 FROM outbox WHERE id = ?").get(e.id) !== undefined;
-        if (m.create && exists) throw new KelpieError("CONFLICT", `outbox entry ${e.id} already exists`);
-        if (!m.create && !exists) throw new KelpieError("NOT_FOUND", `Outbox entry ${e.id} not found`);
-        if (exists) {
-          this.sql("UPDATE outbox SET doc = ? WHERE id = ?").run(JSON.stringify(e), e.id);
-          return;
-        }
-        const { n } = this.sql("SELECT count(*) AS n FROM outbox WHERE agent_id = ?").get(e.agent_id) as {
-          n: number;
-        };
-        if (n >= OUTBOX_ENTRIES_PER_AGENT_MAX) throw outboxFull(e.agent_id, n);
-        this.withAgentKey(e.agent_id, () =>
-          this.sql("INSERT INTO outbox (id, agent_id, doc) VALUES (?, ?, ?)").run(
-            e.id,
-            e.agent_id,
-            JSON.stringify(e),
-          ),
-        );
-        return;
-      }
-      case "delete_outbox": {
-        this.sql("DELETE FROM outbox WHERE id = ?").run(m.entry_id);
-        return;
-      }
-      case "put_idempotent": {
-        const r = m.response;
+      case "idempotent_responses": {
+        const r = op.record;
         this.sql(
           "INSERT INTO idempotent_responses (key, status_code, body, created_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
         ).run(r.key, r.status_code, r.body, r.created_at_ms);
         return;
       }
-      case "put_audit": {
-        this.sql("INSERT INTO audit_log (id, at_ms, doc) VALUES (?, ?, ?)").run(
-          m.entry.id,
-          m.entry.at_ms,
-          JSON.stringify(m.entry),
-        );
+      case "conversations":
+      case "outbox": {
+        const r = op.record;
+        if (update) this.sql(`UPDATE ${op.table} SET doc = ? WHERE id = ?`).run(doc(r), r.id);
+        else
+          this.sql(`INSERT INTO ${op.table} (id, agent_id, doc) VALUES (?, ?, ?)`).run(
+            r.id,
+            r.agent_id,
+            doc(r),
+          );
         return;
       }
-      case "delete_agent_messages": {
-        const keep = JSON.stringify(m.except_ids);
-        this.sql(
-          "DELETE FROM messages WHERE agent_id = ? AND id NOT IN (SELECT value FROM json_each(?))",
-        ).run(m.agent_id, keep);
+      case "archives": {
+        const a = op.record;
+        if (update) this.sql("UPDATE archives SET name = ?, doc = ? WHERE id = ?").run(a.name, doc(a), a.id);
+        else
+          this.sql("INSERT INTO archives (id, name, created_at_ms, doc) VALUES (?, ?, ?, ?)").run(
+            a.id,
+            a.name,
+            a.created_at_ms,
+            doc(a),
+          );
         return;
       }
-      default:
-        this.applyTier(m);
-    }
-  }
-
-  /** Archival and working memory (sqlite-tiers.ts reads them). */
-  private applyTier(m: Mutation): void {
-    switch (m.op) {
-      case "put_working": {
-        const e = m.entry;
-        // One writer applies commits one at a time: the count and the write cannot interleave.
-        const live = this.sql(
-          `SELECT count(*) AS n, coalesce(sum(size_bytes), 0) AS bytes FROM working_memory
-           WHERE agent_id = ? AND key <> ? AND (expires_at_ms IS NULL OR expires_at_ms > ?)`,
-        ).get(e.agent_id, e.key, e.updated_at_ms) as { n: number; bytes: number };
-        if (!this.exists("agents", e.agent_id)) throw notFound("agent", e.agent_id);
-        const over = workingLimitError(e.agent_id, live.n, live.bytes + e.size_bytes, m.limits);
-        if (over !== null) throw over;
+      case "working_memory": {
+        const e = op.record;
         this.sql(
           `INSERT INTO working_memory (agent_id, key, size_bytes, expires_at_ms, updated_at_ms, value)
            VALUES (?, ?, ?, ?, ?, ?)
@@ -458,105 +397,8 @@ export class SqliteWriter {
         ).run(e.agent_id, e.key, e.size_bytes, e.expires_at_ms, e.updated_at_ms, JSON.stringify(e.value));
         return;
       }
-      case "delete_working": {
-        this.sql("DELETE FROM working_memory WHERE agent_id = ? AND key = ?").run(m.agent_id, m.key);
-        return;
-      }
-      case "put_archive": {
-        const a = m.archive;
-        const exists = this.archiveExists(a.id);
-        if (m.create && exists) throw new KelpieError("CONFLICT", `archive ${a.id} already exists`);
-        if (!m.create && !exists) throw new KelpieError("NOT_FOUND", `Archive ${a.id} not found`);
-        const doc = JSON.stringify(a);
-        if (exists) this.sql("UPDATE archives SET name = ?, doc = ? WHERE id = ?").run(a.name, doc, a.id);
-        else
-          this.sql("INSERT INTO archives (id, name, created_at_ms, doc) VALUES (?, ?, ?, ?)").run(
-            a.id,
-            a.name,
-            a.created_at_ms,
-            doc,
-          );
-        return;
-      }
-      case "patch_archive": {
-        const row = this.sql("SELECT doc FROM archives WHERE id = ?").get(m.archive_id) as
-          | { doc: string }
-          | undefined;
-        if (row === undefined) throw new KelpieError("NOT_FOUND", `Archive ${m.archive_id} not found`);
-        const next = {
-          ...(JSON.parse(row.doc) as { name: string }),
-          updated_at_ms: m.updated_at_ms,
-        } as Record<string, unknown> & { name: string };
-        if (m.name !== undefined) next.name = m.name;
-        if (m.description !== undefined) next.description = m.description;
-        this.sql("UPDATE archives SET name = ?, doc = ? WHERE id = ?").run(
-          next.name,
-          JSON.stringify(next),
-          m.archive_id,
-        );
-        return;
-      }
-      case "delete_archive": {
-        const { changes } = this.sql("DELETE FROM archives WHERE id = ?").run(m.archive_id);
-        if (changes === 0) throw new KelpieError("NOT_FOUND", `Archive ${m.archive_id} not found`);
-        return;
-      }
-      case "delete_unattached_archives": {
-        this.sql(
-          `DELETE FROM archives WHERE id IN (SELECT value FROM json_each(?))
-           AND NOT EXISTS (SELECT 1 FROM agent_archives aa WHERE aa.archive_id = archives.id)`,
-        ).run(JSON.stringify(m.archive_ids));
-        return;
-      }
-      case "attach_archive":
-      case "detach_archive": {
-        if (!this.exists("agents", m.agent_id)) throw notFound("agent", m.agent_id);
-        if (!this.archiveExists(m.archive_id))
-          throw new KelpieError("NOT_FOUND", `Archive ${m.archive_id} not found`);
-        if (m.op === "attach_archive") {
-          this.sql(
-            `INSERT OR IGNORE INTO agent_archives (agent_id, archive_id, position)
-             VALUES (?, ?, (SELECT coalesce(max(position), 0) + 1 FROM agent_archives WHERE agent_id = ?))`,
-          ).run(m.agent_id, m.archive_id, m.agent_id);
-        } else {
-          this.sql("DELETE FROM agent_archives WHERE agent_id = ? AND archive_id = ?").run(
-            m.agent_id,
-            m.archive_id,
-          );
-        }
-        return;
-      }
-      case "insert_passages": {
-        for (const { passage, vector } of m.rows) {
-          if (!this.archiveExists(passage.archive_id))
-            throw new KelpieError("NOT_FOUND", `Archive ${passage.archive_id} not found`);
-          if (this.sql("SELECT 1 FROM passages WHERE id = ?").get(passage.id) !== undefined)
-            throw new KelpieError("CONFLICT", `passage ${passage.id} already exists`);
-          this.sql(
-            "INSERT INTO passages (id, archive_id, created_at_ms, text, doc, embedding) VALUES (?, ?, ?, ?, ?, ?)",
-          ).run(
-            passage.id,
-            passage.archive_id,
-            passage.created_at_ms,
-            passage.text,
-            JSON.stringify(passageDoc(passage)),
-            vectorBytes(vector),
-          );
-        }
-        return;
-      }
-      case "delete_passage": {
-        const { changes } = this.sql("DELETE FROM passages WHERE id = ?").run(m.passage_id);
-        if (changes === 0) throw new KelpieError("NOT_FOUND", `Passage ${m.passage_id} not found`);
-        return;
-      }
-      default:
-        throw new KelpieError("INTERNAL", `no SQLite executor for mutation ${m.op}`);
     }
-  }
-
-  private archiveExists(id: string): boolean {
-    return this.sql("SELECT 1 FROM archives WHERE id = ?").get(id) !== undefined;
+    unreachable(op);
   }
 
   private nextFence(agentId: string): number {
