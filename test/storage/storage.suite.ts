@@ -384,6 +384,14 @@ export function storageSuite(open: () => Promise<Storage>): void {
     };
     await s.commit([{ op: "put_step", step }]);
     expect(await s.listSteps("run-1")).toEqual([step]);
+    // Like messages and runs, a step must name an existing agent (the SQL schemas' foreign key;
+    // the memory engine took it unchecked, and PostgreSQL failed with its raw FK error).
+    expect(
+      await code(s.commit([{ op: "put_step", step: { ...step, id: "step-2", agent_id: "agent-none" } }])),
+    ).toBe("AGENT_NOT_FOUND");
+    expect(
+      await code(s.commit([{ op: "put_run", run: { ...run, id: "run-2", agent_id: "agent-none" } }])),
+    ).toBe("AGENT_NOT_FOUND");
   });
 
   it("stores MCP servers with unique names", async () => {
