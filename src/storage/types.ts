@@ -401,7 +401,8 @@ export interface Storage {
   close(): Promise<void>;
 
   /**
-   * Applies every mutation in one transaction, or none. Rules, each checked inside it:
+   * Applies every mutation in one transaction, or none. The rules are written once, in the mutation
+   * planner (planner.ts); engines execute its row operations. Rules, each checked inside it:
    * - with a fence, the stored fencing token of `fence.agent_id` must equal `fence.token` (else FENCED);
    * - `put_*` with `create: true` fails (CONFLICT) when the id exists, with `create: false` when it does not (NOT_FOUND);
    * - `put_block` with create false requires `block.version` = stored version + 1 (else CONFLICT);
@@ -410,7 +411,7 @@ export interface Storage {
    * - attach/detach to a missing agent, block or tool is NOT_FOUND;
    * - delete of a missing row is NOT_FOUND; delete_agent removes its relations, messages and fence;
    *   delete_block and delete_tool remove them from every agent;
-   * - put_message, put_run and put_step insert or replace by id (a message or run must name an existing agent);
+   * - put_message, put_run and put_step insert or replace by id (each must name an existing agent);
    * - put_mcp_server follows the put_* create rules; its server_name is unique (CONFLICT); delete_mcp_server
    *   of a missing server is NOT_FOUND (its tools are separate rows, deleted by the caller);
    * - put_idempotent keeps the first response stored under a key (a second put is a no-op);
