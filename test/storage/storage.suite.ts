@@ -188,6 +188,41 @@ export function storageSuite(open: () => Promise<Storage>): void {
     expect(await s.countAgents()).toBe(0);
   });
 
+  it("checks each mutation against the commit's own earlier effects, deletes and cascades included", async () => {
+    const a = agent();
+    const c = {
+      id: id("conv"),
+      agent_id: a.id,
+      summary: null,
+      model: null,
+      in_context_message_ids: [],
+      created_at_ms: 1,
+      updated_at_ms: 1,
+    };
+    const made: Mutation[] = [
+      { op: "put_agent", agent: a, create: true },
+      { op: "put_conversation", conversation: c, create: true },
+      { op: "put_message", message: message(a.id, "kept?") },
+      { op: "delete_agent", agent_id: a.id },
+    ];
+    // The conversation went with its agent, and so did the agent: neither can be written after.
+    expect(await code(s.commit([...made, { op: "put_conversation", conversation: c, create: false }]))).toBe(
+      "NOT_FOUND",
+    );
+    expect(await code(s.commit([...made, { op: "put_message", message: message(a.id, "late") }]))).toBe(
+      "AGENT_NOT_FOUND",
+    );
+    expect(await s.getAgent(a.id)).toBeNull();
+    // Created again in the same commit, the agent takes writes again.
+    await s.commit([
+      ...made,
+      { op: "put_agent", agent: a, create: true },
+      { op: "put_message", message: message(a.id, "x") },
+    ]);
+    expect(await s.countMessages(a.id)).toBe(1);
+    expect(await s.getConversation(c.id)).toBeNull();
+  });
+
   it("rejects a commit with a stale fencing token inside the transaction", async () => {
     const a = agent();
     await putAgent(a);
