@@ -333,7 +333,17 @@ export class MessageService {
       if (existing.agent_id !== agentId) {
         throw new KelpieError("CONFLICT", `Idempotency-Key '${key}' was used for another agent`);
       }
-      const earlier = await this.committedResult(existing, MessageService.messageOptions(body));
+      const records = await this.env.storage.listRunMessages(existing.id, {
+        limit: RUN_REPLAY_MESSAGES_MAX,
+        order: "asc",
+      });
+      // A run that failed before committing anything (its model failed, its first step's commit
+      // failed) left nothing to replay, the input included: the retry runs it, under the same run
+      // id, so that an outbox entry, delivered under one key however often it is tried, is still
+      // applied once it can be.
+      if (existing.status === "failed" && !wasInterrupted(existing) && records.length === 0)
+        return this.runTurn(agentId, body, options, undefined, false, runId);
+      const earlier = this.committedResult(existing, records, MessageService.messageOptions(body));
       if (RUN_TERMINAL.has(existing.status) && !wasInterrupted(existing))
         return this.replay(earlier, options);
       // The node running it died after some steps committed (the run may read as interrupted by
@@ -351,11 +361,11 @@ export class MessageService {
   }
 
   /** What a run committed, as its response: its messages (not the input), stop reason and usage. */
-  private async committedResult(run: RunRecord, options: LettaMessageOptions): Promise<TurnResult> {
-    const records = await this.env.storage.listRunMessages(run.id, {
-      limit: RUN_REPLAY_MESSAGES_MAX,
-      order: "asc",
-    });
+  private committedResult(
+    run: RunRecord,
+    records: MessageRecord[],
+    options: LettaMessageOptions,
+  ): TurnResult {
     const messages = records
       .filter((m) => m.role !== "user" && m.role !== "system")
       .flatMap((m) => toLettaMessages(m, options));

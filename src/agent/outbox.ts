@@ -37,12 +37,14 @@ assert(OUTBOX_RETRY_BACKOFF_MS_MIN <= OUTBOX_RETRY_BACKOFF_MS_MAX, "backoff min 
 assert(OUTBOX_ENTRIES_PER_AGENT_MAX > 0, "an outbox holds at least one entry");
 
 /**
- * The Idempotency-Key an attempt at an entry is delivered under: the same on every node and after
- * every crash until the attempt is recorded as failed. A failed attempt left nothing in the
- * target's history (see localDelivery), so the next one may start a run of its own.
+ * The Idempotency-Key an entry is delivered under: one per entry, the same for every attempt, on
+ * every node and after every crash. An attempt whose answer was lost (the reply was dropped, the
+ * sender's node died, the failure was recorded) may still have been applied by the target: a key
+ * per attempt would apply it again. A failed attempt that left nothing in the target's history is
+ * run again under the same key (see MessageService.send).
  */
-export function outboxIdempotencyKey(entry: Pick<OutboxRecord, "id" | "attempts">): string {
-  return entry.attempts === 0 ? `outbox:${entry.id}` : `outbox:${entry.id}#${entry.attempts}`;
+export function outboxIdempotencyKey(entry: Pick<OutboxRecord, "id">): string {
+  return `outbox:${entry.id}`;
 }
 
 /** The wait before attempt `attempts + 1`, after `attempts` failed ones. */
@@ -70,7 +72,7 @@ export function localDelivery(messages: () => MessageService): Delivery {
     // The input is committed with the run's first step: once one is, the target has the message,
     // whatever became of the rest of its turn (as a client's turn would). A run that committed no
     // step (its model failed, its mailbox was full, its first step's commit failed) left nothing:
-    // the dispatcher tries again when the error is retryable, under the next attempt's key. A step
+    // the dispatcher tries again when the error is retryable, under the same key. A step
     // counted in the usage may not have committed; a message in the result has.
     if (result.error !== undefined && result.messages.length === 0) throw result.error;
   };

@@ -270,6 +270,51 @@ describe("send_message_to_agent_async: the outbox", () => {
     expect((await t.req("GET", `/v1/runs/?agent_id=${b}`)).body).toHaveLength(1);
   });
 
+  it("applies an entry once when an attempt the target took is recorded as failed (its answer was lost) and tried again", async () => {
+    // Found by the simulation (seed 70): the reply to a forwarded delivery was dropped, the sender
+    // recorded the attempt failed, and the next attempt went under a new key: a second turn.
+    let bCalls = 0;
+    fake.script(() => {
+      bCalls++;
+      return say("ok");
+    });
+    const a = await agent("a");
+    const b = await agent("b");
+    const deliver = localDelivery(() => t.kelpie.services.messages);
+    const e = entry(a, b);
+    await deliver(e);
+    await deliver({ ...e, attempts: 1, last_error: "connection reset" });
+    await deliver({ ...e, attempts: 2, last_error: "connection reset" });
+    expect(await fromSender(b, a)).toHaveLength(1);
+    expect(bCalls).toBe(1);
+  });
+
+  it("runs again an attempt whose turn failed before committing anything, whichever node tries it", async () => {
+    // Found by the simulation (seed 138): a node that had not seen the first failure recorded
+    // delivered under the same key, was answered the failed run's error (as a non-retryable
+    // INTERNAL), and the entry was given up.
+    await t.kelpie.close();
+    t = await testApp(new MemoryStorage(), {
+      llm: llmConfigFromEnv({ OPENAI_API_KEY: "sk-test", OPENAI_BASE_URL: `${fake.url}/v1` }),
+      llmRetry: { attemptsMax: 1 },
+    });
+    let bCalls = 0;
+    fake.script(() => {
+      bCalls++;
+      if (bCalls === 1) throw new Error("the model is down");
+      return say("yes");
+    });
+    const a = await agent("a");
+    const b = await agent("b");
+    const deliver = localDelivery(() => t.kelpie.services.messages);
+    const e = entry(a, b);
+    await expect(deliver(e)).rejects.toMatchObject({ retryable: true });
+    await deliver(e);
+    await deliver({ ...e, attempts: 1 });
+    expect(await fromSender(b, a)).toHaveLength(1);
+    expect(bCalls).toBe(2);
+  });
+
   it("tries again when the target's model failed before its turn committed anything: the message is not lost", async () => {
     // One model attempt per call, so the target's first turn fails with the model's error.
     await t.kelpie.close();
@@ -299,8 +344,9 @@ describe("send_message_to_agent_async: the outbox", () => {
     });
     expect(got).toHaveLength(1);
     expect(bCalls).toBe(2);
+    // One key for every attempt: the failed run is run again, and completes.
     const runs = (await t.req("GET", `/v1/runs/?agent_id=${ids.b}`)).body as any[];
-    expect(runs.map((r) => r.status).sort()).toEqual(["completed", "failed"]);
+    expect(runs.map((r) => r.status)).toEqual(["completed"]);
   });
 
   it("gives up a message whose target is gone, and says so in the audit log", async () => {
