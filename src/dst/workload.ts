@@ -10,6 +10,7 @@ import type { History, ImportFacts } from "./history.ts";
 import { serveHttp } from "./http.ts";
 import type {
   BoundedMapInput,
+  BoundedMapOutput,
   ConversationInput,
   ConversationOutput,
   KvInput,
@@ -34,6 +35,8 @@ export const WORKING_KEYS = ["k0", "k1", "k2"] as const;
 export const WORKING_FILL_BURST = 4;
 export const WORKING_FILL_KEYS_COUNT = 24;
 export const WORKING_FILL_VALUE_CHARS = 60_000;
+/** Working-memory values name their op in this many digits, so a key's puts are all one size. */
+const WORKING_VALUE_ID_DIGITS = 9;
 /** History client ids of concurrent connections start here (the checker's start at 1,000,000). */
 const BURST_CLIENT_BASE = 10_000;
 /** Agents deleted in one run at most, so most of the run works on live agents. */
@@ -352,7 +355,8 @@ export class Workload {
     const { history, rng } = this.deps;
     const opId = history.nextOpId();
     const key = WORKING_KEYS[rng.int(WORKING_KEYS.length)]!;
-    const value = `w${opId}`;
+    // Fixed width: every put to a key has one size, so a retried put applied twice is one put.
+    const value = `w${String(opId).padStart(WORKING_VALUE_ID_DIGITS, "0")}`;
     const input: KvInput = { kind: "put", key: `${agentId}/${key}`, value };
     const kv = this.kvRecord(client, input);
     const size = this.sizeRecord(client, agentId, key, value);
@@ -364,7 +368,13 @@ export class Workload {
     });
   }
 
-  /** Records a working-memory put by its size, for the limits (accepted, refused, or unknown). */
+  /**
+   * Records a working-memory put by its size, for the limits (accepted, refused, or unknown). The
+   * attempts of one put are one op while they are unknown, and the one accepted after them: they
+   * all put the same key at the same size, so any of them taking effect, once or more, is that op
+   * taking effect once (a put of a key at the size it has changes nothing). Recorded one per
+   * attempt, a burst with timeouts left a dozen unknown ops and the search past its budget (seed 154).
+   */
   private sizeRecord(
     client: number,
     agentId: string,
@@ -373,6 +383,7 @@ export class Workload {
   ): (call: number, ret: number | null, reply: Reply | null) => void {
     const { history } = this.deps;
     const sizeBytes = Buffer.byteLength(JSON.stringify(value), "utf8") + Buffer.byteLength(key, "utf8");
+    let unknown: Operation<BoundedMapInput, BoundedMapOutput> | null = null;
     return (call, ret, reply) => {
       let ops = history.workingSizeOps.get(agentId);
       if (ops === undefined) {
@@ -380,11 +391,22 @@ export class Workload {
         history.workingSizeOps.set(agentId, ops);
       }
       const input: BoundedMapInput = { kind: "put", key, sizeBytes };
-      const id = history.nextOpId();
-      if (reply?.ok) ops.push({ id, client, call, ret, input, output: { kind: "put", accepted: true } });
-      else if (reply !== null && !reply.ok && isLimitRefusal(reply))
+      if (reply?.ok) {
+        if (unknown === null) {
+          const id = history.nextOpId();
+          ops.push({ id, client, call, ret, input, output: { kind: "put", accepted: true } });
+        } else {
+          unknown.ret = ret;
+          unknown.output = { kind: "put", accepted: true };
+          unknown = null;
+        }
+      } else if (reply !== null && !reply.ok && isLimitRefusal(reply)) {
+        const id = history.nextOpId();
         ops.push({ id, client, call, ret: history.tick(), input, output: { kind: "put", accepted: false } });
-      else if (reply === null || reply.retryable) ops.push({ id, client, call, ret: null, input });
+      } else if ((reply === null || reply.retryable) && unknown === null) {
+        unknown = { id: history.nextOpId(), client, call, ret: null, input };
+        ops.push(unknown);
+      }
     };
   }
 
@@ -401,7 +423,7 @@ export class Workload {
       // Each put of the burst is its own connection: in the histories, its own client.
       const connection = BURST_CLIENT_BASE + client * WORKING_FILL_BURST + i;
       const key = `f${rng.int(WORKING_FILL_KEYS_COUNT)}`;
-      const value = `w${opId}-${"x".repeat(WORKING_FILL_VALUE_CHARS)}`;
+      const value = `w${String(opId).padStart(WORKING_VALUE_ID_DIGITS, "0")}-${"x".repeat(WORKING_FILL_VALUE_CHARS)}`;
       return this.execute(
         client,
         opId,
