@@ -23,7 +23,7 @@ import type { LeaseOwner } from "../storage/types.ts";
 import type { SimDisk } from "./disk.ts";
 import type { ActiveFaults, FaultCounters } from "./faults.ts";
 import { SimLinks } from "./http.ts";
-import { type BugSwitches, OpenTurnGate, PerStepForkRng } from "./mutations.ts";
+import { type BugSwitches, OpenTurnGate, PerStepForkRng, runTierWritesOutsideMailbox } from "./mutations.ts";
 import type { SimNetwork } from "./network.ts";
 import { type CrashKind, NodeStorage } from "./node-storage.ts";
 import { NodeClock, type SimScheduler } from "./scheduler.ts";
@@ -181,6 +181,7 @@ export class SimCluster {
       ackBeforeCommit: deps.bugs.ackBeforeCommit,
       outboxWriteBehind: deps.bugs.outboxWriteBehind,
       skipChecksumVerify: deps.bugs.skipChecksumVerify,
+      uncheckedWorkingLimits: deps.bugs.limitOutsideTxn,
     });
     node.storage = nodeStorage;
     const externals = { clock: node.clock, faults: deps.faults, counters: deps.counters, nowMs, trace };
@@ -213,6 +214,7 @@ export class SimCluster {
       "custom",
       new SimSandbox({ ...externals, rng: rng.fork("sandbox") }),
     );
+    if (deps.bugs.tierWriteOutsideMailbox) runTierWritesOutsideMailbox(kelpie.services.runtime);
     // Routes and hooks registered before the first request, as a listening server has them.
     await kelpie.app.ready();
     node.kelpie = kelpie;

@@ -10,7 +10,8 @@ import type { FastifyInstance } from "fastify";
 import type { NodeRequest, NodeResponse, NodeTransport } from "../api/forward.ts";
 import type { ForwardOutcome } from "../cluster/routing.ts";
 import { FORWARD_CONNECT_TIMEOUT_MS } from "../core/constants.ts";
-import type { LeaseOwner } from "../storage/types.ts";
+import { WORKING_MEMORY_LIMITS } from "../memory/working-memory.ts";
+import type { LeaseOwner, WorkingMemoryEntry } from "../storage/types.ts";
 import type { SimNode } from "./cluster.ts";
 import type { BugSwitches } from "./mutations.ts";
 import { NETWORK_DELAY_MS_MIN, type SimNetwork } from "./network.ts";
@@ -20,6 +21,9 @@ import { SCRATCH_BLOCK_LABEL } from "./sim-llm.ts";
 
 /** After a link breaks (a crash, a partition), a forwarded request's connection resets this soon. */
 export const FORWARD_RESET_MS = 100;
+
+/** `limit_checked_outside_txn`: the time between the request layer's read and the write. */
+const LIMIT_CHECK_TO_WRITE_MS = 100;
 
 /** One request into a node's app, as its HTTP server would hand it over. */
 export async function injectInto(app: FastifyInstance, request: NodeRequest): Promise<NodeResponse> {
@@ -66,6 +70,14 @@ export async function serveHttp(node: SimNode, req: Request, bugs: BugSwitches):
     if (read.ok && read.value.kind === "block_read" && req.value.length > read.value.limit)
       call = httpOf({ ...req, value: req.value.slice(0, read.value.limit) });
   }
+  if (bugs.limitOutsideTxn && (req.kind === "working_put" || req.kind === "working_fill")) {
+    // Planted bug: the limits are checked against a read made before the write, outside its
+    // transaction (the storage wrapper commits the put with no check of its own).
+    const refusal = await checkWorkingLimitsByRead(node, req.agentId, req.key, req.value);
+    if (refusal !== null) return refusal;
+    // The write is a round trip of its own after the read (to the owner, through its mailbox).
+    await new Promise<void>((resolve) => node.clock.setTimer(LIMIT_CHECK_TO_WRITE_MS, resolve));
+  }
   const reply = await once(call);
   // Planted bug: a retryable failure of a non-idempotent request is retried here, on the server,
   // with no way to know whether the first attempt already took effect.
@@ -77,6 +89,35 @@ export async function serveHttp(node: SimNode, req: Request, bugs: BugSwitches):
   )
     return once(call);
   return reply;
+}
+
+/** `limit_checked_outside_txn`: the engine's limit check, made on a separate read; a refusal, or null. */
+async function checkWorkingLimitsByRead(
+  node: SimNode,
+  agentId: string,
+  key: string,
+  value: string,
+): Promise<Reply | null> {
+  let entries: WorkingMemoryEntry[];
+  try {
+    entries = await node.kelpie!.services.env.storage.tiers.listWorking(agentId);
+  } catch (err) {
+    // As the route answers a failed read: 503, worth another try.
+    return { ok: false, code: "STORAGE_UNAVAILABLE", retryable: true, message: String(err) };
+  }
+  const nowMs = node.kelpie!.services.env.clock.nowMs();
+  const others = entries.filter(
+    (e) => e.key !== key && (e.expires_at_ms === null || e.expires_at_ms > nowMs),
+  );
+  const size = Buffer.byteLength(JSON.stringify(value), "utf8") + Buffer.byteLength(key, "utf8");
+  const bytes = others.reduce((n, e) => n + e.size_bytes, size);
+  if (others.length < WORKING_MEMORY_LIMITS.keys_max && bytes <= WORKING_MEMORY_LIMITS.bytes_max) return null;
+  return {
+    ok: false,
+    code: "BAD_REQUEST",
+    retryable: false,
+    message: `working memory of agent ${agentId} would hold ${bytes} bytes in ${others.length + 1} keys, over its limit`,
+  };
 }
 
 export interface LinksDeps {

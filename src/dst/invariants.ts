@@ -91,6 +91,9 @@ export async function checkDisk(
       ALL,
     );
     const passageIds = new Set(passages.map((p) => p.id));
+    // An agent's own archive is made once, on first use, in its mailbox.
+    const own = count(archives, (a) => a.owner_agent_id === agent.id);
+    if (own > 1) v(`agent ${name} owns ${own} archives (its own archive was made more than once)`);
 
     // Durability of acknowledged sends and inserts.
     for (const s of ackedSends) {

@@ -1,4 +1,5 @@
 import type { Rng } from "../core/rng.ts";
+import type { Runtime } from "../runtime/runtime.ts";
 import { type TurnAdmission, TurnGate, type TurnPass } from "../runtime/turn-gate.ts";
 // Planted bugs: test-only switches that break one guarantee each, to prove the simulation notices.
 // Each lives in a simulation layer (a storage wrapper, the disk, the request handler, the random
@@ -33,6 +34,14 @@ export const PLANTED_BUGS = [
   // The node's seeded random source hands out a fresh fork of each concern's stream at every
   // step, as forking per step would: the memory tool mints the same block id step after step.
   "per_step_rng_fork",
+  // The node's runtime runs tier writes (archival, working memory) with the agent's fence but
+  // outside its mailbox, as writes straight to the tier storage did: two first inserts into an
+  // agent's archival memory both find no archive and each make one.
+  "tier_write_outside_mailbox",
+  // Working-memory limits are checked by the request layer against a read of the agent's working
+  // memory, and the storage wrapper commits the put without the engine's in-transaction check:
+  // concurrent puts that each fit alone all get in, past the limit.
+  "limit_checked_outside_txn",
 ] as const;
 export type PlantedBug = (typeof PLANTED_BUGS)[number];
 
@@ -51,6 +60,8 @@ export interface BugSwitches {
   interleaveTurns: boolean;
   outboxWriteBehind: boolean;
   forkPerStep: boolean;
+  tierWriteOutsideMailbox: boolean;
+  limitOutsideTxn: boolean;
 }
 
 export function bugSwitches(bug: PlantedBug | null): BugSwitches {
@@ -65,6 +76,8 @@ export function bugSwitches(bug: PlantedBug | null): BugSwitches {
     interleaveTurns: bug === "two_turns_interleaved",
     outboxWriteBehind: bug === "async_send_acked_before_commit",
     forkPerStep: bug === "per_step_rng_fork",
+    tierWriteOutsideMailbox: bug === "tier_write_outside_mailbox",
+    limitOutsideTxn: bug === "limit_checked_outside_txn",
   };
 }
 
@@ -111,4 +124,19 @@ export class OpenTurnGate extends TurnGate {
   override admit(_admission: TurnAdmission): Promise<TurnPass> {
     return Promise.resolve({ reentrant: true, release() {} });
   }
+}
+
+/** The operations (as named to Runtime.invoke) that write an agent's tiers. */
+const TIER_WRITES = new Set(["archival_write", "working_memory"]);
+
+/**
+ * `tier_write_outside_mailbox` planted in a node's runtime: a tier write enters the agent's
+ * mailbox only to learn its fence, and runs after leaving it, unserialized with the agent's other ops.
+ */
+export function runTierWritesOutsideMailbox(runtime: Runtime): void {
+  const invoke = runtime.invoke.bind(runtime);
+  runtime.invoke = (agentId, op, operation) => {
+    if (operation === undefined || !TIER_WRITES.has(operation)) return invoke(agentId, op, operation);
+    return invoke(agentId, async (ctx) => ctx, operation).then((ctx) => op(ctx));
+  };
 }

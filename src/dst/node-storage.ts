@@ -43,6 +43,8 @@ const LIFECYCLE = new Set(["migrate", "close"]);
 
 export type CrashKind = "crash_before_write" | "crash_after_write" | "crash_during_txn";
 
+const UNLIMITED = { keys_max: Number.MAX_SAFE_INTEGER, bytes_max: Number.MAX_SAFE_INTEGER };
+
 export interface NodeStorageDeps {
   disk: SimDisk;
   clock: NodeClock;
@@ -63,6 +65,8 @@ export interface NodeStorageDeps {
   /** Planted bugs that live in this layer. */
   ackBeforeCommit: boolean;
   outboxWriteBehind: boolean;
+  /** Planted (limit_checked_outside_txn): working-memory puts commit without their in-transaction limit check. */
+  uncheckedWorkingLimits: boolean;
   skipChecksumVerify: boolean;
 }
 
@@ -152,8 +156,12 @@ export class NodeStorage {
     }) as Storage;
   }
 
-  private commitBelow(mutations: Mutation[], options?: CommitOptions): Promise<void> {
+  private commitBelow(given: Mutation[], options?: CommitOptions): Promise<void> {
     const disk = this.deps.disk;
+    // Planted bug: the engine is told no limits, so only the request layer's earlier read checks them.
+    const mutations = this.deps.uncheckedWorkingLimits
+      ? given.map((m): Mutation => (m.op === "put_working" ? { ...m, limits: UNLIMITED } : m))
+      : given;
     const origin = this.origin;
     if (this.deps.outboxWriteBehind && mutations.some((m) => m.op === "put_outbox")) {
       // Planted bug: the step commits without its outbox entries, which are written a moment

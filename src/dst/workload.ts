@@ -32,11 +32,13 @@ export const CLIENT_THINK_MS_MAX = 400;
 export const CLIENT_BACKOFF_MS = 250;
 export const WORKING_KEYS = ["k0", "k1", "k2"] as const;
 /** Large working-memory puts sent at once to one agent, to keys f0..f<count-1>, this big each. */
-export const WORKING_FILL_BURST = 4;
+export const WORKING_FILL_BURST = 8;
 export const WORKING_FILL_KEYS_COUNT = 24;
 export const WORKING_FILL_VALUE_CHARS = 60_000;
 /** Working-memory values name their op in this many digits, so a key's puts are all one size. */
 const WORKING_VALUE_ID_DIGITS = 9;
+/** Archival inserts sent at once as an agent's first (its own archive is made on first use). */
+export const ARCHIVAL_FIRST_BURST = 3;
 /** History client ids of concurrent connections start here (the checker's start at 1,000,000). */
 const BURST_CLIENT_BASE = 10_000;
 /** Agents deleted in one run at most, so most of the run works on live agents. */
@@ -67,6 +69,8 @@ export const CONNECTION_RESET_MS = 100;
 
 export class Workload {
   private deletes = 0;
+  /** Agents that had an archival insert sent. */
+  private readonly archivalUsed = new Set<string>();
   /** Requests waiting on each node, to reset when the node is partitioned away. */
   private readonly waiting = new Map<number, Set<() => void>>();
   /** Which node each attempt goes to (a stream of its own, so routing does not reshuffle the ops). */
@@ -571,7 +575,19 @@ export class Workload {
     await this.execute(client, opId, { kind: "working_get", agentId, key }, this.kvRecord(client, input));
   }
 
+  /**
+   * An archival insert; an agent's first is a burst of concurrent inserts (each its own
+   * connection), as its own archive is made on first use: it must be made once.
+   */
   private async archivalInsert(client: number, agentId: string): Promise<void> {
+    if (this.archivalUsed.has(agentId)) return this.archivalInsertOne(client, agentId);
+    this.archivalUsed.add(agentId);
+    await Promise.all(
+      Array.from({ length: ARCHIVAL_FIRST_BURST }, () => this.archivalInsertOne(client, agentId)),
+    );
+  }
+
+  private async archivalInsertOne(client: number, agentId: string): Promise<void> {
     const { history } = this.deps;
     const opId = history.nextOpId();
     const token = `t${opId}`;

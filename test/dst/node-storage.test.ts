@@ -48,6 +48,7 @@ function nodeView(disk: SimDisk, skipChecksumVerify: boolean) {
     ackBeforeCommit: false,
     outboxWriteBehind: false,
     skipChecksumVerify,
+    uncheckedWorkingLimits: false,
   });
   return { storage: view.storage, faults, counters, trace };
 }
