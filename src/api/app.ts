@@ -1,6 +1,6 @@
 // Builds the Fastify app; never listens (the CLI does), so tests can use inject() or a socket.
 
-import { Ajv } from "ajv";
+import { Ajv, type ValidateFunction } from "ajv";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { AgentService } from "../agent/agents.ts";
 import type { ContextService } from "../agent/context.ts";
@@ -78,6 +78,32 @@ declare module "fastify" {
   }
 }
 
+// Bodies are checked as sent; query strings and path params are text and get coerced.
+const ajvBody = new Ajv({ coerceTypes: false, useDefaults: true, removeAdditional: false, allErrors: false });
+const ajvQuery = new Ajv({
+  coerceTypes: "array",
+  useDefaults: true,
+  removeAdditional: false,
+  allErrors: false,
+});
+/**
+ * Compiled validators by schema text, shared by every app this process builds. A validator is a
+ * pure function of its schema; compiling the routes' schemas again was most of the time it took
+ * to boot a node (the simulator boots dozens per seed, the tests one per case). Bounded by the
+ * routes' distinct schemas.
+ */
+const validators = new Map<string, ValidateFunction>();
+
+function validatorFor(schema: unknown, isBody: boolean): ValidateFunction {
+  const key = `${isBody ? "body" : "text"}:${JSON.stringify(schema)}`;
+  let validate = validators.get(key);
+  if (validate === undefined) {
+    validate = (isBody ? ajvBody : ajvQuery).compile(schema as object);
+    validators.set(key, validate);
+  }
+  return validate;
+}
+
 export function buildApp(services: Services, options: AppOptions = {}): FastifyInstance {
   const app = Fastify({
     logger: options.logger ?? false,
@@ -86,22 +112,7 @@ export function buildApp(services: Services, options: AppOptions = {}): FastifyI
     requestTimeout: options.requestTimeoutMs ?? 0,
   });
 
-  // Bodies are checked as sent; query strings and path params are text and get coerced.
-  const ajvBody = new Ajv({
-    coerceTypes: false,
-    useDefaults: true,
-    removeAdditional: false,
-    allErrors: false,
-  });
-  const ajvQuery = new Ajv({
-    coerceTypes: "array",
-    useDefaults: true,
-    removeAdditional: false,
-    allErrors: false,
-  });
-  app.setValidatorCompiler(({ schema, httpPart }) =>
-    httpPart === "body" ? ajvBody.compile(schema) : ajvQuery.compile(schema),
-  );
+  app.setValidatorCompiler(({ schema, httpPart }) => validatorFor(schema, httpPart === "body"));
 
   // Letta clients send `content-type: application/json` with an empty body on some PATCH/POST routes.
   // Bodies nested deeper than JSON_DEPTH_MAX, or holding strings no engine can store, are refused here.
