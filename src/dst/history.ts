@@ -20,6 +20,8 @@ export interface AgentFacts {
   name: string;
   /** A delete was sent (it may or may not have happened): the agent is no longer checked for presence. */
   deleteSent: boolean;
+  /** Logical time the delete was sent, or null. */
+  deleteSentAt: number | null;
   /** A delete was acknowledged: the agent must stay gone. */
   deleteAcked: boolean;
 }
@@ -94,7 +96,13 @@ export class History {
 
   addAgent(id: string): AgentFacts {
     assert(!this.agentsById.has(id), "an agent id was handed out twice");
-    const facts: AgentFacts = { id, name: `a${this.agents.length}`, deleteSent: false, deleteAcked: false };
+    const facts: AgentFacts = {
+      id,
+      name: `a${this.agents.length}`,
+      deleteSent: false,
+      deleteSentAt: null,
+      deleteAcked: false,
+    };
     this.agents.push(facts);
     this.agentsById.set(id, facts);
     this.registerOps.set(id, []);

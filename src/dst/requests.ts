@@ -246,7 +246,8 @@ export function replyOf(req: Request, status: number, text: string): Reply {
     return { ok: false, code: `UNEXPECTED_HTTP_${status}`, retryable: false, message: text.slice(0, 200) };
   }
   if (status < 200 || status >= 300) {
-    if (req.kind === "working_get" && status === 404)
+    // A key not there reads as null; an agent not there (deleted) is an error, not a read of the map.
+    if (req.kind === "working_get" && status === 404 && body.code !== "AGENT_NOT_FOUND")
       return { ok: true, value: { kind: "working_get", value: null } };
     const code = typeof body.code === "string" ? body.code : `HTTP_${status}`;
     const known = (ERRORS as Record<string, { retryable: boolean } | undefined>)[code];

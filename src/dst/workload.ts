@@ -633,6 +633,7 @@ export class Workload {
     const { history } = this.deps;
     const facts = history.agentsById.get(agentId)!;
     facts.deleteSent = true;
+    facts.deleteSentAt = history.tick();
     this.deletes++;
     const opId = history.nextOpId();
     const reply = await this.execute(client, opId, { kind: "delete_agent", agentId }, () => {});
